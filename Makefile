@@ -1,0 +1,45 @@
+# mnistlab: `make run-all` trains the zoo and compares it; `make test` runs the tests.
+# Every target sets up what it needs (venv, kernel, data) first, so a fresh clone needs nothing else.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA_MIRROR ?= ../shared/data
+RUNS_DIR ?= runs
+SEEDS ?= 1
+MODELS ?=
+# Extra options for `python -m mnistlab run-all`, e.g. RUN_ARGS="--epochs 3".
+RUN_ARGS ?=
+
+.PHONY: help setup data run-all smoke test
+
+help:
+	@echo "make run-all   train every model on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
+	@echo "make smoke     the same on 300 images and one epoch, into runs-smoke/"
+	@echo "make test      the test suite (pytest)"
+	@echo "make setup     create $(VENV), install requirements and the 'mnistlab' Jupyter kernel"
+	@echo "make data      copy MNIST and Fashion-MNIST from DATA_MIRROR ($(DATA_MIRROR)) or download them; verify"
+	@echo "options: SEEDS=N MODELS=a,b RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	# The notebooks run on this venv's kernel, whatever kernels the user has elsewhere.
+	$(PY) -m ipykernel install --sys-prefix --name mnistlab --display-name "Python (mnistlab)"
+	touch $@
+
+data: setup
+	$(PY) -m mnistlab data $(if $(wildcard $(DATA_MIRROR)),--mirror $(DATA_MIRROR))
+
+run-all: setup data
+	$(PY) -m mnistlab run-all --seeds $(SEEDS) --runs-dir $(RUNS_DIR) $(if $(MODELS),--models $(MODELS)) $(RUN_ARGS)
+
+smoke: setup data
+	$(PY) -m mnistlab run-all --epochs 1 --limit 300 --runs-dir runs-smoke $(if $(MODELS),--models $(MODELS)) $(RUN_ARGS)
+
+test: setup data
+	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,7 @@
+"""`python -m mnistlab`: see mnistlab.cli."""
+
+import sys
+
+from mnistlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""Batch execution (`make run-all`): run the training notebook per model and seed through
+papermill, keep each executed notebook in its run folder, then run the comparison notebook."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from mnistlab.config import make_config
+from mnistlab.data import PROJECT_DIR
+from mnistlab.models import MODELS
+from mnistlab.runs import new_run_name
+
+NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
+KERNEL_NAME = "mnistlab"  # installed into the venv by `make setup`
+
+
+def check_kernel(kernel_name: str = KERNEL_NAME) -> None:
+    """Raise RuntimeError with the fix if the project's Jupyter kernel is not installed."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        raise RuntimeError(
+            f"Jupyter kernel {kernel_name!r} is not installed. Run `make setup`, or "
+            f"`{sys.executable} -m ipykernel install --sys-prefix --name {kernel_name}`."
+        ) from None
+
+
+def execute_notebook(name: str, output: Path, parameters: dict, log_output: bool = True) -> Path:
+    """Execute `notebooks/<name>` with papermill on the project's kernel, in the notebooks folder.
+
+    Writes the executed copy to `output`; raises papermill.PapermillExecutionError (naming the
+    failing cell and its error) if any cell fails.
+    """
+    import papermill as pm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(NOTEBOOKS_DIR / name), str(output), parameters=parameters,
+                        kernel_name=KERNEL_NAME, cwd=str(NOTEBOOKS_DIR), progress_bar=True,
+                        log_output=log_output, stdout_file=None)
+    return output
+
+
+def _show_papermill_log() -> None:
+    # papermill logs each cell's output (Keras' epoch lines) at INFO on its own logger.
+    logger = logging.getLogger("papermill")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.PathLike = "runs",
+            log_output: bool = True, **overrides) -> Path:
+    """Train every model (default: the whole zoo) `seeds` times via train_model.ipynb, then
+    execute compare_runs.ipynb. `overrides` (epochs, limit, ...) apply to every run.
+
+    Every config is validated before the first notebook starts, so a bad parameter costs no
+    training time. Returns the executed comparison notebook's path.
+    """
+    models = list(MODELS) if not models else models
+    if seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds}")
+    runs_dir = Path(runs_dir).resolve()
+    plan = [make_config(model, seed=seed, **overrides) for model in models for seed in range(seeds)]
+    check_kernel()
+    if log_output:
+        _show_papermill_log()
+    for i, config in enumerate(plan, 1):
+        run_name = new_run_name(config.model)
+        print(f"[{i}/{len(plan)}] {run_name}: {config.model}, seed {config.seed}", flush=True)
+        partial = runs_dir / ".notebooks" / f"{run_name}.ipynb"
+        execute_notebook("train_model.ipynb", partial, log_output=log_output, parameters={
+            **{k: v for k, v in overrides.items() if v is not None},
+            "model": config.model, "seed": config.seed, "runs_dir": str(runs_dir),
+            "run_name": run_name, "verbose": 2})
+        shutil.move(partial, runs_dir / run_name / "train_model.ipynb")
+    output = runs_dir / "compare_runs.ipynb"
+    execute_notebook("compare_runs.ipynb", output, {"runs_dir": str(runs_dir)}, log_output=log_output)
+    return output

@@ -1,0 +1,137 @@
+"""A run's settings: one frozen, typed dataclass, built from a model's recipe plus overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import typing
+
+from mnistlab.data import DATASETS
+from mnistlab.models import get_spec
+
+LR_SCHEDULES = ("constant", "exponential")
+# A run name becomes a folder under runs/: letters, digits, '.', '_', '-'; no separators or '..'.
+RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run. Build it with `make_config`, which validates.
+
+    The defaults of `epochs`, `batch_size`, `learning_rate`, `lr_schedule` and `lr_decay`
+    come from the model's recipe (mnistlab.models.MODELS[model].recipe).
+    """
+
+    model: str = "slp"
+    dataset: str = "mnist"  # "mnist" or "fashion_mnist"
+    epochs: int = 10  # full passes over the training split
+    batch_size: int = 128  # images per training step
+    learning_rate: float = 0.001  # Adam's (initial) learning rate
+    lr_schedule: str = "constant"  # "constant", or "exponential": learning_rate * lr_decay**epoch
+    lr_decay: float = 1.0  # per-epoch factor of the exponential schedule
+    seed: int = 0  # seeds weights, shuffling, dropout and the validation split
+    validation_size: int = 5000  # images held out of the 60,000 training images
+    limit: int | None = None  # use only the first N examples of each split (smoke runs)
+    shuffle_buffer: int = 5000  # tf.data shuffle buffer, as in the seed
+    verbose: int = 2  # Keras fit verbosity: 1 progress bar (interactive), 2 one line per epoch
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _coerce(key: str, value):
+    """Check (and, for strings papermill or a CLI may pass, convert) one setting's type."""
+    hint = _TYPES[key]
+    optional = type(None) in typing.get_args(hint)
+    base = next((t for t in (typing.get_args(hint) or (hint,)) if t is not type(None)))
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{key} must be a {base.__name__}, not None")
+    if base is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            value = int(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+        return value
+    if base is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} must be a number, got {value!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{key} must be finite, got {value!r}")
+        return value
+    if not isinstance(value, base):
+        raise ValueError(f"{key} must be a {base.__name__}, got {value!r}")
+    return value
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Raise ValueError, naming the setting and the accepted values, for any invalid setting."""
+    get_spec(config.model)  # unknown model: lists the known ones
+    if config.dataset not in DATASETS:
+        raise ValueError(f"dataset={config.dataset!r} is unknown; known datasets: {', '.join(DATASETS)}")
+    for key in ("epochs", "batch_size", "shuffle_buffer"):
+        if getattr(config, key) < 1:
+            raise ValueError(f"{key} must be a positive integer, got {getattr(config, key)}")
+    if not config.learning_rate > 0:
+        raise ValueError(f"learning_rate must be a positive number, got {config.learning_rate}")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule={config.lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
+    if not 0 < config.lr_decay <= 1:
+        raise ValueError(f"lr_decay must be in (0, 1], got {config.lr_decay}")
+    if config.seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {config.seed}")
+    if not 0 <= config.validation_size < 60000:
+        raise ValueError(f"validation_size must be in [0, 60000), got {config.validation_size}")
+    if config.limit is not None and config.limit < 1:
+        raise ValueError(f"limit must be a positive integer or None (all data), got {config.limit}")
+    if config.verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {config.verbose}")
+    return config
+
+
+def make_config(model: str = "slp", **overrides) -> TrainConfig:
+    """The run config of `model`: its recipe's defaults, then `overrides`.
+
+    Overrides whose value is None mean "keep the default" for settings that cannot be None
+    (so a notebook or CLI can pass every parameter through). Raises ValueError for an unknown
+    model, an unknown key (naming it and the known keys), a wrong type or an invalid value.
+    """
+    unknown = sorted(set(overrides) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown config key(s) {', '.join(map(repr, unknown))}; "
+                         f"known keys: {', '.join(_FIELDS)}")
+    if not isinstance(model, str):
+        raise ValueError(f"model must be a string naming a registered model, got {model!r}")
+    recipe = get_spec(model).recipe
+    values = {"model": model, **{k: getattr(recipe, k) for k in
+                                 ("epochs", "batch_size", "learning_rate", "lr_schedule", "lr_decay")}}
+    for key, value in overrides.items():
+        if value is None and type(None) not in typing.get_args(_TYPES[key]):
+            continue
+        values[key] = _coerce(key, value)
+    return validate(TrainConfig(**values))
+
+
+def check_run_name(run_name: str) -> str:
+    """Return `run_name` if it is a safe single folder name; else raise ValueError."""
+    if not isinstance(run_name, str) or not RUN_NAME_PATTERN.match(run_name) or ".." in run_name:
+        raise ValueError(
+            f"run_name={run_name!r} is not a plain folder name: use letters, digits, '.', '_' and "
+            "'-' only (no path separators, no '..', at most 128 characters)"
+        )
+    return run_name
+

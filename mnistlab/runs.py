@@ -1,0 +1,152 @@
+"""Run folders: naming, atomic creation, the record files, and reading runs back for comparison.
+
+A run folder `runs/<model>-<YYYYmmdd-HHMMSS>-<hex>/` holds config.json, history.csv,
+metrics.json, status.json, curves.png and model.keras. It is written under a hidden
+temporary name (`.tmp-<name>`) and renamed into place only when complete, so nothing that
+reads `runs/` ever sees half a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import secrets
+import subprocess
+import traceback
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from mnistlab.config import check_run_name
+from mnistlab.data import PROJECT_DIR
+
+DEFAULT_RUNS_DIR = PROJECT_DIR / "runs"
+TMP_PREFIX = ".tmp-"
+PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "matplotlib", "seaborn", "papermill")
+METRIC_COLUMNS = ["test_accuracy", "test_loss", "val_accuracy", "params", "train_seconds",
+                  "images_per_second", "epochs_run"]
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
+
+
+def new_run_name(model: str) -> str:
+    """`<model>-<UTC timestamp>-<4 hex digits>`: sortable by time, unique across processes."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{model}-{stamp}-{secrets.token_hex(2)}"
+
+
+def write_json(path: Path, obj) -> None:
+    """Write `obj` as indented JSON via a temporary file and a rename (never half-written)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def environment_info() -> dict:
+    """Package versions, Python, platform and the project's git commit (None outside git)."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "packages": versions,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(PROJECT_DIR), *args], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@contextlib.contextmanager
+def open_run(runs_dir: str | os.PathLike, run_name: str):
+    """Yield a temporary folder to write a run into; on success rename it to `runs_dir/run_name`.
+
+    On success status.json says "completed". On an exception the folder is still renamed
+    into place with status "failed" and the error, so the failure is visible but is never
+    counted as a result; the exception propagates. Raises FileExistsError if the run exists.
+    """
+    runs_dir = Path(runs_dir)
+    check_run_name(run_name)
+    final = runs_dir / run_name
+    if final.exists():
+        raise FileExistsError(f"{final} exists already; choose another run_name")
+    tmp = runs_dir / f"{TMP_PREFIX}{run_name}"
+    tmp.mkdir(parents=True, exist_ok=False)
+    started = _now()
+    try:
+        yield tmp
+    except BaseException as e:  # KeyboardInterrupt too: record it, then re-raise
+        write_json(tmp / "status.json", {
+            "status": "failed", "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(), "started": started, "ended": _now()})
+        os.replace(tmp, final)
+        raise
+    write_json(tmp / "status.json", {"status": "completed", "started": started, "ended": _now()})
+    os.replace(tmp, final)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_status(run_dir: Path) -> str:
+    """"completed", "failed", or "incomplete" (no status.json, or a temporary folder)."""
+    if Path(run_dir).name.startswith(TMP_PREFIX) or not (Path(run_dir) / "status.json").is_file():
+        return "incomplete"
+    return read_json(Path(run_dir) / "status.json").get("status", "incomplete")
+
+
+def list_run_dirs(runs_dir: str | os.PathLike) -> list[Path]:
+    """Every run folder in `runs_dir` (temporary ones included), sorted by name."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    return sorted(p for p in runs_dir.iterdir() if p.is_dir() and (p / "config.json").is_file())
+
+
+def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """A run's per-epoch history: one row per epoch, columns HISTORY_COLUMNS."""
+    return pd.read_csv(Path(run_dir) / "history.csv")
+
+
+def load_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> pd.DataFrame:
+    """One row per run folder: run, model, dataset, seed, status, the settings and final metrics.
+
+    Runs that are not completed have NaN metrics; filter on `status == "completed"` before
+    comparing (the comparison notebook does).
+    """
+    rows = []
+    for run_dir in list_run_dirs(runs_dir):
+        config = read_json(run_dir / "config.json")
+        settings = config.get("config", {})
+        metrics_path = run_dir / "metrics.json"
+        metrics = read_json(metrics_path) if metrics_path.is_file() else {}
+        status = run_status(run_dir)
+        rows.append({
+            "run": run_dir.name, "model": settings.get("model"), "dataset": settings.get("dataset"),
+            "seed": settings.get("seed"), "status": status,
+            "epochs": settings.get("epochs"), "batch_size": settings.get("batch_size"),
+            "learning_rate": settings.get("learning_rate"), "limit": settings.get("limit"),
+            **{k: metrics.get(k) if status == "completed" else None for k in METRIC_COLUMNS},
+            "run_dir": str(run_dir),
+        })
+    return pd.DataFrame(rows)

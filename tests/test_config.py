@@ -1,0 +1,72 @@
+"""The run config: recipe defaults, overrides, and refusal of unknown keys and invalid values."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mnistlab.config import check_run_name, make_config
+
+
+def test_recipe_defaults():
+    config = make_config("bn_cnn")
+    assert (config.epochs, config.batch_size, config.learning_rate) == (10, 128, 0.01)
+    assert (config.lr_schedule, config.lr_decay) == ("exponential", 0.6)
+    assert make_config("mlp").lr_schedule == "constant"
+
+
+def test_overrides_and_none_keeps_default():
+    config = make_config("mlp", epochs=3, learning_rate=None, limit=None)
+    assert config.epochs == 3 and config.learning_rate == 0.001 and config.limit is None
+
+
+def test_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        make_config("slp").epochs = 3
+
+
+def test_strings_from_papermill_are_converted():
+    config = make_config("slp", epochs="2", seed="7", learning_rate="0.01", limit="100")
+    assert (config.epochs, config.seed, config.learning_rate, config.limit) == (2, 7, 0.01, 100)
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ValueError, match=r"Unknown config key\(s\) 'epoch'; known keys: model, dataset, epochs"):
+        make_config("slp", epoch=3)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"epochs": 0}, "epochs must be a positive integer, got 0"),
+    ({"epochs": -1}, "epochs must be a positive integer, got -1"),
+    ({"epochs": 2.5}, "epochs must be an integer, got 2.5"),
+    ({"epochs": "ten"}, "epochs must be an integer, got 'ten'"),
+    ({"epochs": True}, "epochs must be an integer, got True"),
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"learning_rate": -0.1}, "learning_rate must be a positive number"),
+    ({"learning_rate": float("nan")}, "learning_rate must be finite"),
+    ({"learning_rate": "inf"}, "learning_rate must be finite"),
+    ({"seed": "1.5"}, "seed must be an integer, got '1.5'"),
+    ({"seed": -1}, "seed must be a non-negative integer"),
+    ({"limit": 0}, "limit must be a positive integer or None"),
+    ({"dataset": "cifar10"}, "dataset='cifar10' is unknown; known datasets: mnist, fashion_mnist"),
+    ({"lr_schedule": "cosine"}, "lr_schedule='cosine' is unknown"),
+])
+def test_invalid_values_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make_config("slp", **overrides)
+
+
+def test_unknown_model():
+    with pytest.raises(ValueError, match="No model named 'vgg' found; known models: slp"):
+        make_config("vgg")
+
+
+@pytest.mark.parametrize("name", ["../evil", "/abs", "a/b", "..", ".hidden", "", "a\\b", "x" * 129])
+def test_run_names_that_escape_are_refused(name):
+    with pytest.raises(ValueError, match="not a plain folder name"):
+        check_run_name(name)
+
+
+def test_plain_run_name_is_accepted():
+    assert check_run_name("mlp-20261122-000000-ab12") == "mlp-20261122-000000-ab12"

@@ -1,0 +1,56 @@
+"""Every registered model: output shape, probabilities, parameter count, and the registry's errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mnistlab.models import MODELS, build_model
+
+# Counted by hand from the seed architectures (see each builder's docstring).
+EXPECTED_PARAMS = {
+    "slp": 7_850,  # 784*10 + 10
+    "mlp": 111_146,  # (784*128+128) + (128*64+64) + (64*32+32) + (32*10+10)
+    "dropout_mlp": 111_146,  # dropout adds no parameters
+    "cnn": 88_730,  # convs 120 + 10,392 + 27,680; dense 1568*32+32; 330
+    "cnn_linear": 88_730,
+    "bn_cnn": 241_098,  # convs 38,192; BN 4*(12+24+32+128); dense 200,832; 1,290
+}
+
+
+def test_every_model_has_an_expected_count():
+    assert set(EXPECTED_PARAMS) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_model_output_and_params(name):
+    model = build_model(name)
+    assert not model.compiled
+    assert model.input_shape == (None, 28, 28)
+    probs = model(np.random.default_rng(0).random((3, 28, 28), dtype=np.float32), training=False).numpy()
+    assert probs.shape == (3, 10)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and (probs >= 0).all()
+    assert model.count_params() == EXPECTED_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_recipe_is_sane(name):
+    recipe = MODELS[name].recipe
+    assert recipe.epochs >= 1 and recipe.batch_size >= 1 and recipe.learning_rate > 0
+    assert MODELS[name].build.__doc__ and "parameters" in MODELS[name].build.__doc__
+
+
+def test_cnn_has_relu_and_cnn_linear_has_none():
+    activations = lambda m: [layer.activation.__name__ for layer in m.layers if layer.name.startswith("conv2d")]  # noqa: E731
+    assert activations(build_model("cnn")) == ["relu"] * 3
+    assert activations(build_model("cnn_linear")) == ["linear"] * 3
+
+
+def test_other_input_shape_and_classes():
+    model = build_model("bn_cnn", input_shape=(20, 20), num_classes=3)
+    assert model.output_shape == (None, 3)
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(ValueError, match=r"No model named 'resnet' found; known models: slp, mlp, .*bn_cnn"):
+        build_model("resnet")

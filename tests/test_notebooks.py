@@ -1,0 +1,51 @@
+"""Every notebook executed by papermill in smoke mode, and the committed notebooks kept clean."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pandas as pd
+import papermill as pm
+import pytest
+
+from mnistlab.batch import NOTEBOOKS_DIR, execute_notebook, run_all
+
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebooks_have_no_outputs_and_a_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "clear outputs before committing"
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert nb.metadata.kernelspec.name == "mnistlab"
+
+
+def test_run_all_smoke(tmp_path, real_data_dir, monkeypatch):
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
+    compare = run_all(["slp", "cnn"], runs_dir=tmp_path, epochs=1, limit=300, log_output=False)
+    assert compare == tmp_path / "compare_runs.ipynb" and compare.is_file()
+    run_dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [p.name.split("-")[0] for p in run_dirs] == ["cnn", "slp"]
+    for run_dir in run_dirs:
+        executed = nbformat.read(run_dir / "train_model.ipynb", as_version=4)
+        injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert "limit = 300" in injected[0].source
+        assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 1
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary.model.tolist() == ["slp", "cnn"] and summary.test_accuracy.between(0, 1).all()
+    assert (tmp_path / "comparison.png").stat().st_size > 10_000
+    assert not list((tmp_path / ".notebooks").glob("*.ipynb"))
+
+
+def test_failing_notebook_shows_the_cells_error(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match="No model named 'nope' found"):
+        execute_notebook("train_model.ipynb", tmp_path / "out.ipynb", {"model": "nope"}, log_output=False)
+
+
+def test_compare_with_no_runs_fails_clearly(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match="No run folders in"):
+        execute_notebook("compare_runs.ipynb", tmp_path / "out.ipynb", {"runs_dir": str(tmp_path)},
+                         log_output=False)
