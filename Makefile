@@ -11,12 +11,13 @@ MODELS ?=
 # Extra options for `python -m mnistlab run-all`, e.g. RUN_ARGS="--epochs 3".
 RUN_ARGS ?=
 
-.PHONY: help setup data run-all smoke test
+.PHONY: help setup data run-all smoke test jupyter
 
 help:
 	@echo "make run-all   train every model on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
 	@echo "make smoke     the same on 300 images and one epoch, into runs-smoke/"
 	@echo "make test      the test suite (pytest)"
+	@echo "make jupyter   JupyterLab on notebooks/ with the project's kernel"
 	@echo "make setup     create $(VENV), install requirements and the 'mnistlab' Jupyter kernel"
 	@echo "make data      copy MNIST and Fashion-MNIST from DATA_MIRROR ($(DATA_MIRROR)) or download them; verify"
 	@echo "options: SEEDS=N MODELS=a,b RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
@@ -43,3 +44,6 @@ smoke: setup data
 
 test: setup data
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+jupyter: setup data
+	$(VENV)/bin/jupyter lab --notebook-dir notebooks

@@ -46,6 +46,8 @@ def plot_comparison(histories: pd.DataFrame, path: str | Path | None = None) -> 
         ax.grid(alpha=0.3)
     axes[0].set_ylim(max(0.0, histories["val_accuracy"].quantile(0.05) - 0.01), 1.0)
     axes[1].set_yscale("log")
+    axes[0].get_legend().remove()  # one legend, outside the curves
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1))
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig
