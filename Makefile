@@ -11,10 +11,11 @@ MODELS ?=
 # Extra options for `python -m mnistlab run-all`, e.g. RUN_ARGS="--epochs 3".
 RUN_ARGS ?=
 
-.PHONY: help setup data run-all smoke test jupyter
+.PHONY: help setup data run-all smoke test jupyter report
 
 help:
 	@echo "make run-all   train every model on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
+	@echo "make report    render runs/compare_runs.ipynb to runs/report.html (code hidden)"
 	@echo "make smoke     the same on 300 images and one epoch, into runs-smoke/"
 	@echo "make test      the test suite (pytest)"
 	@echo "make jupyter   JupyterLab on notebooks/ with the project's kernel"
@@ -41,6 +42,12 @@ run-all: setup data
 
 smoke: setup data
 	$(PY) -m mnistlab run-all --epochs 1 --limit 300 --runs-dir runs-smoke $(if $(MODELS),--models $(MODELS)) $(RUN_ARGS)
+
+# One self-contained HTML page (figures inlined) of the last comparison, without the code.
+report: setup
+	@test -f $(RUNS_DIR)/compare_runs.ipynb || { echo "No $(RUNS_DIR)/compare_runs.ipynb: run 'make run-all' first"; exit 2; }
+	$(VENV)/bin/jupyter nbconvert --to html --no-input $(RUNS_DIR)/compare_runs.ipynb --output report.html
+	@echo "wrote $(RUNS_DIR)/report.html"
 
 test: setup data
 	$(PY) -m pytest $(PYTEST_ARGS)

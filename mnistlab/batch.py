@@ -82,5 +82,6 @@ def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.
             "run_name": run_name, "verbose": 2})
         shutil.move(partial, runs_dir / run_name / "train_model.ipynb")
     output = runs_dir / "compare_runs.ipynb"
-    execute_notebook("compare_runs.ipynb", output, {"runs_dir": str(runs_dir)}, log_output=log_output)
+    execute_notebook("compare_runs.ipynb", output, log_output=log_output,
+                     parameters={"runs_dir": str(runs_dir), "dataset": plan[0].dataset})
     return output

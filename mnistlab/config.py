@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import re
 import typing
@@ -35,6 +37,7 @@ class TrainConfig:
     limit: int | None = None  # use only the first N examples of each split (smoke runs)
     shuffle_buffer: int = 5000  # tf.data shuffle buffer, as in the seed
     verbose: int = 2  # Keras fit verbosity: 1 progress bar (interactive), 2 one line per epoch
+    deterministic: bool = False  # TF op determinism: bit-identical reruns on one machine, slower
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -62,6 +65,12 @@ def _coerce(key: str, value):
             value = int(value)
         if not isinstance(value, int):
             raise ValueError(f"{key} must be an integer, got {value!r}")
+        return value
+    if base is bool:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            value = value.strip().lower() == "true"
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be True or False, got {value!r}")
         return value
     if base is float:
         if isinstance(value, bool):
@@ -135,3 +144,9 @@ def check_run_name(run_name: str) -> str:
         )
     return run_name
 
+
+
+def config_hash(config: TrainConfig) -> str:
+    """12 hex digits identifying everything that changes a run's result (not `verbose`)."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "verbose"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]

@@ -9,6 +9,7 @@ reads `runs/` ever sees half a run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -76,13 +77,24 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+@dataclasses.dataclass
+class RunFolder:
+    """The run being written: its temporary `path`, and the `status` it will end with."""
+
+    path: Path
+    status: str = "completed"  # or "diverged", set by the trainer
+    detail: str | None = None
+
+
 @contextlib.contextmanager
 def open_run(runs_dir: str | os.PathLike, run_name: str):
-    """Yield a temporary folder to write a run into; on success rename it to `runs_dir/run_name`.
+    """Yield a RunFolder to write a run into; on leaving, rename it to `runs_dir/run_name`.
 
-    On success status.json says "completed". On an exception the folder is still renamed
-    into place with status "failed" and the error, so the failure is visible but is never
-    counted as a result; the exception propagates. Raises FileExistsError if the run exists.
+    Without an exception, status.json gets `run.status` ("completed" unless the body set
+    "diverged"). On an exception (KeyboardInterrupt included) the folder is still renamed
+    into place with status "failed" and the error, so the failure is visible but never
+    counted as a result; the exception propagates. A kill -9 leaves only the hidden
+    `.tmp-<name>` folder, which no comparison reads. Raises FileExistsError if the run exists.
     """
     runs_dir = Path(runs_dir)
     check_run_name(run_name)
@@ -90,17 +102,20 @@ def open_run(runs_dir: str | os.PathLike, run_name: str):
     if final.exists():
         raise FileExistsError(f"{final} exists already; choose another run_name")
     tmp = runs_dir / f"{TMP_PREFIX}{run_name}"
-    tmp.mkdir(parents=True, exist_ok=False)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(exist_ok=False)  # two processes cannot both get the same name
+    run = RunFolder(tmp)
     started = _now()
     try:
-        yield tmp
-    except BaseException as e:  # KeyboardInterrupt too: record it, then re-raise
+        yield run
+    except BaseException as e:
         write_json(tmp / "status.json", {
             "status": "failed", "error": f"{type(e).__name__}: {e}",
             "traceback": traceback.format_exc(), "started": started, "ended": _now()})
         os.replace(tmp, final)
         raise
-    write_json(tmp / "status.json", {"status": "completed", "started": started, "ended": _now()})
+    write_json(tmp / "status.json", {"status": run.status, "detail": run.detail,
+                                     "started": started, "ended": _now()})
     os.replace(tmp, final)
 
 
@@ -109,7 +124,7 @@ def _now() -> str:
 
 
 def run_status(run_dir: Path) -> str:
-    """"completed", "failed", or "incomplete" (no status.json, or a temporary folder)."""
+    """"completed", "diverged", "failed", or "incomplete" (no status.json, or a temporary folder)."""
     if Path(run_dir).name.startswith(TMP_PREFIX) or not (Path(run_dir) / "status.json").is_file():
         return "incomplete"
     return read_json(Path(run_dir) / "status.json").get("status", "incomplete")

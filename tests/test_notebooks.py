@@ -36,7 +36,12 @@ def test_run_all_smoke(tmp_path, real_data_dir, monkeypatch):
         assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 1
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert summary.model.tolist() == ["slp", "cnn"] and summary.test_accuracy.between(0, 1).all()
-    assert (tmp_path / "comparison.png").stat().st_size > 10_000
+    by_model = pd.read_csv(tmp_path / "by_model.csv")
+    assert by_model.model.tolist() == ["slp", "cnn"] and by_model.n_runs.tolist() == [1, 1]
+    pairwise = pd.read_csv(tmp_path / "pairwise.csv")
+    assert len(pairwise) == 1 and 0 < pairwise.p_value[0] <= 1
+    for figure in ("comparison.png", "accuracy.png", "pairwise.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000, figure
     assert not list((tmp_path / ".notebooks").glob("*.ipynb"))
 
 
@@ -49,3 +54,21 @@ def test_compare_with_no_runs_fails_clearly(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="No run folders in"):
         execute_notebook("compare_runs.ipynb", tmp_path / "out.ipynb", {"runs_dir": str(tmp_path)},
                          log_output=False)
+
+
+def test_explore_data_notebook(tmp_path, real_data_dir, monkeypatch):
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
+    out = execute_notebook("explore_data.ipynb", tmp_path / "explore.ipynb", {"dataset": "fashion_mnist"},
+                           log_output=False)
+    nb = nbformat.read(out, as_version=4)
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 4  # class counts, sample grid, histograms, class means
+    assert "Ankle boot" in json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
+
+
+def test_lr_finder_notebook(tmp_path, real_data_dir, monkeypatch):
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
+    execute_notebook("lr_finder.ipynb", tmp_path / "lr.ipynb", log_output=False,
+                     parameters={"model": "slp", "steps": 40, "limit": 1000, "runs_dir": str(tmp_path)})
+    (folder,) = tmp_path.glob("lr_finder-slp-*")
+    assert json.loads((folder / "lr_finder.json").read_text())["steps"] == 40

@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 
 from mnistlab.config import make_config
+from mnistlab.evaluate import EVALUATION_FILES, load_predictions
 from mnistlab.runs import HISTORY_COLUMNS, load_runs
 from mnistlab.train import train_and_evaluate
 
-RUN_FILES = {"config.json", "history.csv", "metrics.json", "status.json", "curves.png", "model.keras"}
+RUN_FILES = {"config.json", "history.csv", "metrics.json", "status.json", "curves.png", "model.keras",
+             "tensorboard", *EVALUATION_FILES}
 
 
 def test_one_epoch_writes_every_run_file(tmp_path, tiny_data):
@@ -39,6 +41,18 @@ def test_one_epoch_writes_every_run_file(tmp_path, tiny_data):
     assert saved["config"] == config.to_dict()
     assert saved["data"]["num_train"] == 320 and saved["environment"]["packages"]["tensorflow"]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+
+    predictions = load_predictions(run_dir / "predictions.npz")
+    assert predictions["y_pred"].shape == (60,) and predictions["probabilities"].shape == (60, 10)
+    assert np.array_equal(predictions["y_true"], tiny_data.y_test)
+    accuracy = (predictions["y_pred"] == predictions["y_true"]).mean()
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    cm = pd.read_csv(run_dir / "confusion_matrix.csv", index_col=0)
+    assert cm.shape == (10, 10) and cm.to_numpy().sum() == 60
+    assert np.trace(cm.to_numpy()) == round(accuracy * 60)
+    report = pd.read_csv(run_dir / "classification_report.csv", index_col=0)
+    assert report.loc["macro avg", "support"] == 60 and "precision" in report.columns
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
 
     model = keras.models.load_model(run_dir / "model.keras")
     assert model.predict(tiny_data.x_test[:4] / 255.0, verbose=0).shape == (4, 10)

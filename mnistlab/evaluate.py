@@ -1,0 +1,89 @@
+"""Per-run evaluation artifacts: test-set predictions, confusion matrix, classification report,
+and the most confidently wrong images. scikit-learn computes; seaborn/matplotlib draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from sklearn.metrics import classification_report, confusion_matrix
+
+EVALUATION_FILES = ("predictions.npz", "confusion_matrix.csv", "confusion_matrix.png",
+                    "classification_report.csv", "misclassified.png")
+
+
+def save_predictions(path: Path, y_true: np.ndarray, probabilities: np.ndarray) -> None:
+    """`predictions.npz`: y_true (N,) uint8, y_pred (N,) uint8, probabilities (N, C) float32.
+
+    Plain arrays only, so `np.load(path, allow_pickle=False)` reads it.
+    """
+    np.savez_compressed(path, y_true=y_true.astype(np.uint8),
+                        y_pred=probabilities.argmax(axis=1).astype(np.uint8),
+                        probabilities=probabilities.astype(np.float32))
+
+
+def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a run's predictions.npz (never unpickles)."""
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def plot_confusion_matrix(cm: np.ndarray, class_names, title: str = "") -> plt.Figure:
+    """Counts and row-normalised (recall per true class) heatmaps side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6), constrained_layout=True)
+    normalised = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    for ax, data, fmt, name in ((axes[0], cm, "d", "counts"), (axes[1], normalised, ".2f", "row-normalised")):
+        sns.heatmap(data, annot=True, fmt=fmt, cmap="Blues", cbar=False, square=True, ax=ax,
+                    xticklabels=class_names, yticklabels=class_names, annot_kws={"fontsize": 7})
+        ax.set(xlabel="predicted", ylabel="true", title=name)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_misclassified(x: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, class_names,
+                       count: int = 24, columns: int = 8) -> plt.Figure:
+    """Grid of the `count` most confidently wrong images: true label, predicted label, probability.
+
+    x: (N, 28, 28) uint8 images; y_true: (N,); probabilities: (N, C).
+    """
+    y_pred = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(y_pred != y_true)
+    wrong = wrong[np.argsort(-probabilities[wrong, y_pred[wrong]])][:count]
+    rows = max(1, -(-len(wrong) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), wrong):
+        ax.imshow(x[i], cmap="gray_r")
+        ax.set_title(f"true {class_names[y_true[i]]}\npred {class_names[y_pred[i]]} {probabilities[i, y_pred[i]]:.2f}",
+                     fontsize=8)
+    fig.suptitle(f"{len(wrong)} most confidently wrong of {len(np.flatnonzero(y_pred != y_true))} errors")
+    fig.tight_layout()
+    return fig
+
+
+def write_evaluation(run_dir: Path, x_test: np.ndarray, y_test: np.ndarray, probabilities: np.ndarray,
+                     class_names, title: str = "") -> None:
+    """Write EVALUATION_FILES into `run_dir` from the test set and the model's probabilities.
+
+    x_test: (N, 28, 28) uint8; y_test: (N,) integer labels; probabilities: (N, C) float.
+    """
+    run_dir = Path(run_dir)
+    save_predictions(run_dir / "predictions.npz", y_test, probabilities)
+    labels = list(range(len(class_names)))
+    y_pred = probabilities.argmax(axis=1)
+    cm = confusion_matrix(y_test, y_pred, labels=labels)
+    pd.DataFrame(cm, index=pd.Index(class_names, name="true"),
+                 columns=pd.Index(class_names, name="predicted")).to_csv(run_dir / "confusion_matrix.csv")
+    report = classification_report(y_test, y_pred, labels=labels, target_names=list(class_names),
+                                   output_dict=True, zero_division=0)
+    report.pop("accuracy", None)  # a scalar, not a per-class row; metrics.json has it
+    pd.DataFrame(report).T.rename_axis("class").to_csv(run_dir / "classification_report.csv")
+    for name, fig in (("confusion_matrix.png", plot_confusion_matrix(cm, class_names, title)),
+                      ("misclassified.png", plot_misclassified(x_test, y_test, probabilities, class_names))):
+        fig.savefig(run_dir / name, dpi=100)
+        plt.close(fig)
