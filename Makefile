@@ -16,12 +16,13 @@ RUN_ARGS ?=
 help:
 	@echo "make run-all   train every model on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
 	@echo "make report    render runs/compare_runs.ipynb to runs/report.html (code hidden)"
-	@echo "make smoke     the same on 300 images and one epoch, into runs-smoke/"
+	@echo "make smoke     the same on 300 images and one epoch, into runs/smoke/"
 	@echo "make test      the test suite (pytest)"
 	@echo "make jupyter   JupyterLab on notebooks/ with the project's kernel"
 	@echo "make setup     create $(VENV), install requirements and the 'mnistlab' Jupyter kernel"
 	@echo "make data      copy MNIST and Fashion-MNIST from DATA_MIRROR ($(DATA_MIRROR)) or download them; verify"
-	@echo "options: SEEDS=N MODELS=a,b RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
+	@echo "options: SEEDS=N MODELS=a,b FORCE=1 RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
+	@echo "run-all is incremental: configs with a completed run are skipped (FORCE=1 re-runs), interrupted runs resume"
 
 setup: $(VENV)/.installed
 
@@ -38,10 +39,10 @@ data: setup
 	$(PY) -m mnistlab data $(if $(wildcard $(DATA_MIRROR)),--mirror $(DATA_MIRROR))
 
 run-all: setup data
-	$(PY) -m mnistlab run-all --seeds $(SEEDS) --runs-dir $(RUNS_DIR) $(if $(MODELS),--models $(MODELS)) $(RUN_ARGS)
+	$(PY) -m mnistlab run-all --seeds $(SEEDS) --runs-dir $(RUNS_DIR) $(if $(MODELS),--models $(MODELS)) $(if $(filter 1,$(FORCE)),--force) $(RUN_ARGS)
 
 smoke: setup data
-	$(PY) -m mnistlab run-all --epochs 1 --limit 300 --runs-dir runs-smoke $(if $(MODELS),--models $(MODELS)) $(RUN_ARGS)
+	$(PY) -m mnistlab run-all --epochs 1 --limit 300 --runs-dir runs/smoke $(if $(MODELS),--models $(MODELS)) $(if $(filter 1,$(FORCE)),--force) $(RUN_ARGS)
 
 # One self-contained HTML page (figures inlined) of the last comparison, without the code.
 report: setup

@@ -9,10 +9,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from mnistlab.config import make_config
+from mnistlab.config import config_hash, make_config
 from mnistlab.data import PROJECT_DIR
 from mnistlab.models import MODELS
-from mnistlab.runs import new_run_name
+from mnistlab.runs import completed_runs_by_hash, new_run_name, resolve_runs_dir
 
 NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
 KERNEL_NAME = "mnistlab"  # installed into the venv by `make setup`
@@ -56,32 +56,49 @@ def _show_papermill_log() -> None:
         logger.setLevel(logging.INFO)
 
 
-def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.PathLike = "runs",
-            log_output: bool = True, **overrides) -> Path:
+def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.PathLike | None = None,
+            log_output: bool = True, force: bool = False, **overrides) -> Path:
     """Train every model (default: the whole zoo) `seeds` times via train_model.ipynb, then
     execute compare_runs.ipynb. `overrides` (epochs, limit, ...) apply to every run.
 
     Every config is validated before the first notebook starts, so a bad parameter costs no
-    training time. Returns the executed comparison notebook's path.
+    training time. Incremental: a config (by config_hash) that already has a completed run in
+    `runs_dir` is skipped unless `force`; an interrupted run resumes from its backup. A run
+    whose notebook fails does not stop the others; the failures are raised together (as
+    RuntimeError, each with its cell's error) after the comparison has been written.
+    Returns the executed comparison notebook's path.
     """
     models = list(MODELS) if not models else models
-    if seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds}")
-    runs_dir = Path(runs_dir).resolve()
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    runs_dir = resolve_runs_dir(runs_dir)
     plan = [make_config(model, seed=seed, **overrides) for model in models for seed in range(seeds)]
     check_kernel()
     if log_output:
         _show_papermill_log()
+    done = {} if force else completed_runs_by_hash(runs_dir)
+    failures = []
     for i, config in enumerate(plan, 1):
+        if config_hash(config) in done:
+            print(f"[{i}/{len(plan)}] skip {config.model}, seed {config.seed}: completed as "
+                  f"{done[config_hash(config)]} (FORCE=1 re-runs it)", flush=True)
+            continue
         run_name = new_run_name(config.model)
         print(f"[{i}/{len(plan)}] {run_name}: {config.model}, seed {config.seed}", flush=True)
         partial = runs_dir / ".notebooks" / f"{run_name}.ipynb"
-        execute_notebook("train_model.ipynb", partial, log_output=log_output, parameters={
-            **{k: v for k, v in overrides.items() if v is not None},
-            "model": config.model, "seed": config.seed, "runs_dir": str(runs_dir),
-            "run_name": run_name, "verbose": 2})
-        shutil.move(partial, runs_dir / run_name / "train_model.ipynb")
+        try:
+            execute_notebook("train_model.ipynb", partial, log_output=log_output, parameters={
+                **{k: v for k, v in overrides.items() if v is not None},
+                "model": config.model, "seed": config.seed, "runs_dir": str(runs_dir),
+                "run_name": run_name, "verbose": 2})
+        except Exception as e:  # papermill's error names the cell and shows its traceback
+            print(f"FAILED {run_name}:\n{e}", file=sys.stderr, flush=True)
+            failures.append(f"{run_name}: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
+        if (runs_dir / run_name).is_dir() and partial.is_file():
+            shutil.move(partial, runs_dir / run_name / "train_model.ipynb")
     output = runs_dir / "compare_runs.ipynb"
     execute_notebook("compare_runs.ipynb", output, log_output=log_output,
                      parameters={"runs_dir": str(runs_dir), "dataset": plan[0].dataset})
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(plan)} runs failed:\n  " + "\n  ".join(failures))
     return output

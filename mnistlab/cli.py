@@ -1,4 +1,4 @@
-"""Command line: `python -m mnistlab {train,models,data,run-all} ...`."""
+"""Command line: `python -m mnistlab {train,models,data,run-all,rerun} ...`."""
 
 from __future__ import annotations
 
@@ -37,7 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     run_all.add_argument("--models", default=None, help="comma-separated model names (default: the whole zoo)")
     run_all.add_argument("--seeds", type=int, default=1, help="runs per model, seeds 0..N-1 (default: 1)")
     _add_run_options(run_all)
-    run_all.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
+    run_all.add_argument("--runs-dir", default=None, help="parent folder of run folders (default: the project's runs/)")
+    run_all.add_argument("--force", action="store_true",
+                         help="re-run configs that already have a completed run (default: skip them)")
+
+    rerun = sub.add_parser("rerun", help="train again exactly as a recorded run (from its config.json)")
+    rerun.add_argument("run_dir", help="a run folder holding config.json")
+    rerun.add_argument("--run-name", default=None, help="the new run's folder name (default: <model>-<timestamp>-<hex>)")
     return parser
 
 
@@ -69,6 +75,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             fetch_dataset(name.strip(), args.data_dir or default_data_dir(), mirror=args.mirror)
         return 0
 
+    if args.command == "rerun":
+        from mnistlab.train import rerun
+
+        print(rerun(args.run_dir, run_name=args.run_name, verbose=1 if sys.stdout.isatty() else 2))
+        return 0
+
     overrides = dict(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                      learning_rate=args.learning_rate, limit=args.limit)
     if args.command == "train":
@@ -86,6 +98,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         from mnistlab.batch import run_all
 
         models = [m.strip() for m in args.models.split(",")] if args.models else None
-        print(run_all(models, seeds=args.seeds, runs_dir=args.runs_dir, **overrides))
+        print(run_all(models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, **overrides))
         return 0
     raise AssertionError(args.command)

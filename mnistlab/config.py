@@ -13,6 +13,7 @@ from mnistlab.data import DATASETS
 from mnistlab.models import get_spec
 
 LR_SCHEDULES = ("constant", "exponential")
+TRAIN_IMAGES = 60000  # in both datasets' training files, checked when they are read
 # A run name becomes a folder under runs/: letters, digits, '.', '_', '-'; no separators or '..'.
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
@@ -103,10 +104,12 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"lr_decay must be in (0, 1], got {config.lr_decay}")
     if config.seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {config.seed}")
-    if not 0 <= config.validation_size < 60000:
-        raise ValueError(f"validation_size must be in [0, 60000), got {config.validation_size}")
-    if config.limit is not None and config.limit < 1:
-        raise ValueError(f"limit must be a positive integer or None (all data), got {config.limit}")
+    if not 0 <= config.validation_size < TRAIN_IMAGES:
+        raise ValueError(f"validation_size must be in [0, {TRAIN_IMAGES}), got {config.validation_size}")
+    train_size = TRAIN_IMAGES - config.validation_size
+    if config.limit is not None and not 1 <= config.limit <= train_size:
+        raise ValueError(f"limit must be a positive integer up to {train_size} (the training images left "
+                         f"after the validation split) or None (all data), got {config.limit}")
     if config.verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {config.verbose}")
     return config

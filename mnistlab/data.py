@@ -114,13 +114,14 @@ def default_data_dir() -> Path:
     return Path(env) if env else PROJECT_DIR / "data"
 
 
-def read_decompressed(path: Path, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+def read_decompressed(path: Path, max_bytes: int | None = None) -> bytes:
     """Return the bytes of `path`, gunzipped if it is gzip (by content, not name).
 
     Reads in chunks so that a corrupt or hostile file cannot make it allocate more than
-    `max_bytes`. Raises DataError naming the file if it is not valid gzip or is too large.
+    `max_bytes` (default MAX_DECOMPRESSED_BYTES). Raises DataError naming the file if it is not valid gzip or is too large.
     """
     path = Path(path)
+    max_bytes = MAX_DECOMPRESSED_BYTES if max_bytes is None else max_bytes
     with open(path, "rb") as f:
         is_gzip = f.read(2) == b"\x1f\x8b"
     chunks, total = [], 0

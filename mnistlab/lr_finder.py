@@ -22,7 +22,7 @@ from mnistlab.config import make_config
 from mnistlab.data import load_dataset
 from mnistlab.models import build_model
 from mnistlab.pipeline import create_training_ds
-from mnistlab.runs import DEFAULT_RUNS_DIR, environment_info, new_run_name, open_run, write_json
+from mnistlab.runs import DEFAULT_RUNS_DIR, environment_info, new_run_name, open_run, resolve_runs_dir, write_json
 
 
 class LearningRateRangeTest(keras.callbacks.Callback):
@@ -120,6 +120,7 @@ def run_lr_finder(model: str, runs_dir: str | Path = DEFAULT_RUNS_DIR, min_lr: f
     """
     config = make_config(model, batch_size=batch_size, seed=seed, dataset=dataset, limit=limit)
     check_range(min_lr, max_lr, steps)
+    runs_dir = resolve_runs_dir(runs_dir)
     data = load_dataset(dataset, validation_size=config.validation_size, seed=seed, limit=limit)
     run_name = new_run_name(f"lr_finder-{model}")
     with open_run(runs_dir, run_name) as run:
@@ -135,4 +136,4 @@ def run_lr_finder(model: str, runs_dir: str | Path = DEFAULT_RUNS_DIR, min_lr: f
             "steps_run": len(curve), "batch_size": batch_size, "seed": seed, "limit": limit,
             "suggested_learning_rate": suggestion, "digests_sha256": data.digests,
             "environment": environment_info()})
-    return Path(runs_dir) / run_name, curve, suggestion
+    return runs_dir / run_name, curve, suggestion

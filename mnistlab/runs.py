@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import traceback
 from importlib import metadata
@@ -26,7 +27,9 @@ from mnistlab.config import check_run_name
 from mnistlab.data import PROJECT_DIR
 
 DEFAULT_RUNS_DIR = PROJECT_DIR / "runs"
+RUNS_ROOT_ENV = "MNISTLAB_RUNS_ROOT"  # run folders may only be written below this (default runs/)
 TMP_PREFIX = ".tmp-"
+BACKUP_DIR = ".backup"  # runs/.backup/<config_hash>/: state of unfinished runs, for resuming
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "matplotlib", "seaborn", "papermill")
 METRIC_COLUMNS = ["test_accuracy", "test_loss", "val_accuracy", "params", "train_seconds",
                   "images_per_second", "epochs_run"]
@@ -37,6 +40,30 @@ def new_run_name(model: str) -> str:
     """`<model>-<UTC timestamp>-<4 hex digits>`: sortable by time, unique across processes."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{model}-{stamp}-{secrets.token_hex(2)}"
+
+
+def runs_root() -> Path:
+    """`$MNISTLAB_RUNS_ROOT` if set, else the project's runs/ folder."""
+    return Path(os.environ.get(RUNS_ROOT_ENV) or DEFAULT_RUNS_DIR).resolve()
+
+
+def resolve_runs_dir(runs_dir: str | os.PathLike | None) -> Path:
+    """The absolute runs directory; refuses one that escapes the runs root.
+
+    Relative paths are taken from the working directory (a notebook's is notebooks/, so its
+    default "../runs" is the project's runs/). Raises ValueError naming the parameter, the
+    resolved path and the root, so that a typo or a crafted path cannot write elsewhere.
+    """
+    root = runs_root()
+    if runs_dir is None or str(runs_dir) == "":
+        return root
+    resolved = Path(runs_dir).expanduser().resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ValueError(
+            f"runs_dir={str(runs_dir)!r} resolves to {resolved}, outside the runs root {root}. "
+            f"Use a folder inside it, or set {RUNS_ROOT_ENV} to the folder that should hold runs."
+        )
+    return resolved
 
 
 def write_json(path: Path, obj) -> None:
@@ -91,12 +118,13 @@ def open_run(runs_dir: str | os.PathLike, run_name: str):
     """Yield a RunFolder to write a run into; on leaving, rename it to `runs_dir/run_name`.
 
     Without an exception, status.json gets `run.status` ("completed" unless the body set
-    "diverged"). On an exception (KeyboardInterrupt included) the folder is still renamed
-    into place with status "failed" and the error, so the failure is visible but never
+    "diverged"). On an exception the folder is still renamed into place with status "failed"
+    ("interrupted" for Ctrl-C) and the error, so the failure is visible but never
     counted as a result; the exception propagates. A kill -9 leaves only the hidden
-    `.tmp-<name>` folder, which no comparison reads. Raises FileExistsError if the run exists.
+    `.tmp-<name>` folder, which comparisons list as incomplete. Raises FileExistsError if
+    the run exists, ValueError if `runs_dir` escapes the runs root (see resolve_runs_dir).
     """
-    runs_dir = Path(runs_dir)
+    runs_dir = resolve_runs_dir(runs_dir)
     check_run_name(run_name)
     final = runs_dir / run_name
     if final.exists():
@@ -110,7 +138,8 @@ def open_run(runs_dir: str | os.PathLike, run_name: str):
         yield run
     except BaseException as e:
         write_json(tmp / "status.json", {
-            "status": "failed", "error": f"{type(e).__name__}: {e}",
+            "status": "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+            "error": f"{type(e).__name__}: {e}",
             "traceback": traceback.format_exc(), "started": started, "ended": _now()})
         os.replace(tmp, final)
         raise
@@ -124,7 +153,8 @@ def _now() -> str:
 
 
 def run_status(run_dir: Path) -> str:
-    """"completed", "diverged", "failed", or "incomplete" (no status.json, or a temporary folder)."""
+    """"completed", "diverged", "failed", "interrupted", or "incomplete" (no status.json, or a
+    temporary folder: a run still going, or one that was killed)."""
     if Path(run_dir).name.startswith(TMP_PREFIX) or not (Path(run_dir) / "status.json").is_file():
         return "incomplete"
     return read_json(Path(run_dir) / "status.json").get("status", "incomplete")
@@ -165,3 +195,65 @@ def load_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> pd.DataFrame:
             "run_dir": str(run_dir),
         })
     return pd.DataFrame(rows)
+
+
+def completed_runs_by_hash(runs_dir: str | os.PathLike) -> dict[str, str]:
+    """config_hash -> name of a completed run with that config, for incremental batches."""
+    done = {}
+    for run_dir in list_run_dirs(runs_dir):
+        if run_status(run_dir) == "completed":
+            config_hash = read_json(run_dir / "config.json").get("config_hash")
+            if config_hash:
+                done[config_hash] = run_dir.name
+    return done
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+@contextlib.contextmanager
+def backup_dir(runs_dir: str | os.PathLike, config_hash: str, run_name: str):
+    """Yield the folder where an unfinished run of this config keeps its state.
+
+    `runs_dir/.backup/<config_hash>/` is shared by every run of the same config, so a run that
+    was killed or interrupted is resumed by the next run of that config (Keras'
+    BackupAndRestore). A pid file marks the folder in use: a second run of the same config
+    while the first is alive gets a folder of its own and starts from scratch. The folder is
+    removed when the body finishes without an exception, and kept (for resuming) otherwise.
+    """
+    base = Path(runs_dir) / BACKUP_DIR
+    path = base / config_hash
+    path.mkdir(parents=True, exist_ok=True)
+    owner = path / "owner.pid"
+    try:
+        fd = os.open(owner, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+    except FileExistsError:
+        text = owner.read_text().strip()
+        if text.isdigit() and _pid_alive(int(text)) and int(text) != os.getpid():
+            path = base / f"{config_hash}-{run_name}"  # the same config is training right now
+            path.mkdir(parents=True, exist_ok=False)
+            owner = path / "owner.pid"
+        owner.write_text(str(os.getpid()))  # a stale owner (killed): take over and resume
+    try:
+        yield path
+    except BaseException:
+        owner.unlink(missing_ok=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def load_model(run_dir: str | os.PathLike):
+    """A run's trained model. Keras' safe mode refuses models that would run arbitrary code
+    (e.g. a Lambda layer holding pickled Python), so a run folder from elsewhere cannot."""
+    import keras
+
+    return keras.models.load_model(Path(run_dir) / "model.keras", safe_mode=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from pathlib import Path
@@ -12,13 +14,14 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mnistlab.config import TrainConfig, check_run_name, config_hash, validate
+from mnistlab.config import TrainConfig, check_run_name, config_hash, make_config, validate
 from mnistlab.data import MnistData, load_dataset
 from mnistlab.evaluate import write_evaluation
 from mnistlab.models import build_model
 from mnistlab.pipeline import create_eval_ds, create_training_ds
 from mnistlab.plots import plot_curves
-from mnistlab.runs import DEFAULT_RUNS_DIR, HISTORY_COLUMNS, environment_info, new_run_name, open_run, write_json
+from mnistlab.runs import (DEFAULT_RUNS_DIR, HISTORY_COLUMNS, backup_dir, environment_info, new_run_name,
+                           open_run, read_json, resolve_runs_dir, write_json)
 
 
 class EpochLogs(keras.callbacks.Callback):
@@ -35,9 +38,36 @@ class EpochLogs(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
-def make_callbacks(config: TrainConfig, run_path: Path) -> list[keras.callbacks.Callback]:
-    """The recipe's learning-rate schedule, a stop on NaN loss, per-epoch logging to
-    `run_path/history_log.csv` and TensorBoard events under `run_path/tensorboard/`."""
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training after an epoch whose mean loss is worse than `threshold`.
+
+    Keras clips predicted probabilities, so a run blown up by too high a learning rate often
+    never reaches the NaN that TerminateOnNaN catches: it sits at a loss near 14 (confident
+    and wrong) instead. Guessing uniformly scores ln(num_classes) (2.30 for 10 classes); the
+    default threshold is twice that.
+    """
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not loss <= self.threshold:  # NaN compares False
+            print(f"Epoch {epoch + 1}: loss {loss:.3f} is worse than {self.threshold:.3f} "
+                  "(twice a uniform guess's): the run diverged; stopping", flush=True)
+            self.model.stop_training = True
+
+
+def divergence_threshold(num_classes: int) -> float:
+    return 2 * math.log(num_classes)
+
+
+def make_callbacks(config: TrainConfig, run_path: Path, state_path: Path,
+                   num_classes: int = 10) -> list[keras.callbacks.Callback]:
+    """The recipe's learning-rate schedule, stops on NaN or diverged loss, per-epoch logging
+    (`state_path/history_log.csv`, appended across resumptions), Keras' BackupAndRestore
+    (`state_path/keras/`) and TensorBoard events under `run_path/tensorboard/`."""
     callbacks: list[keras.callbacks.Callback] = []
     if config.lr_schedule == "exponential":
         # The seed's decay: learning_rate * lr_decay**epoch (0.01 * 0.6**epoch), set before each epoch.
@@ -45,12 +75,32 @@ def make_callbacks(config: TrainConfig, run_path: Path) -> list[keras.callbacks.
         callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch: lr0 * decay**epoch))
     callbacks += [
         keras.callbacks.TerminateOnNaN(),
+        StopOnDivergence(divergence_threshold(num_classes)),
         EpochLogs(),
-        keras.callbacks.CSVLogger(str(run_path / "history_log.csv")),
+        # Log the epoch before backing it up: a kill in between re-runs (and re-logs) that
+        # epoch, and read_history keeps the last row of each epoch.
+        keras.callbacks.CSVLogger(str(state_path / "history_log.csv"), append=True),
+        keras.callbacks.BackupAndRestore(str(state_path / "keras"), double_checkpoint=True),
         # `tensorboard --logdir runs` overlays every run.
         keras.callbacks.TensorBoard(log_dir=str(run_path / "tensorboard"), write_graph=False),
     ]
     return callbacks
+
+
+def read_history(log_path: Path) -> pd.DataFrame:
+    """The CSVLogger file as a history table: epochs from 1, HISTORY_COLUMNS order, one row per
+    epoch (the last, if a resumed run logged an epoch twice)."""
+    if not log_path.is_file() or log_path.stat().st_size == 0:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    hist = pd.read_csv(log_path)
+    hist["epoch"] = hist["epoch"] + 1
+    hist = hist.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    return hist[[c for c in HISTORY_COLUMNS if c in hist]]
+
+
+def _resumed_epoch(state_path: Path) -> int:
+    meta = state_path / "keras" / "training_metadata.json"
+    return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
 
 
 def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
@@ -59,18 +109,23 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
 
     Args:
       config: a validated TrainConfig (see mnistlab.config.make_config).
-      runs_dir: parent folder of run folders (created if missing).
+      runs_dir: parent folder of run folders (created if missing); must lie inside the runs
+        root (mnistlab.runs.resolve_runs_dir).
       run_name: the run folder's name; default `<model>-<timestamp>-<hex>`.
       data: preloaded data (tests pass tiny synthetic sets); default loads `config.dataset`
         with the config's validation split, seed and limit.
 
     Returns the run folder, holding config.json, history.csv, metrics.json, status.json,
     curves.png, model.keras, the evaluation files (mnistlab.evaluate) and TensorBoard events.
-    A run whose loss becomes NaN is stopped and recorded with status "diverged" (no metrics).
+    A run whose loss becomes NaN or worse than twice a uniform guess's is stopped and recorded
+    with status "diverged" (no metrics, no model).
+    A run that was interrupted (Ctrl-C, kill) resumes from its last finished epoch the next time
+    the same config is trained into the same runs_dir (Keras' BackupAndRestore).
     Raises ValueError for an invalid config, run name or data, before any training starts.
     """
     validate(config)
     run_name = check_run_name(run_name or new_run_name(config.model))
+    runs_dir = resolve_runs_dir(runs_dir)
     if data is None:
         data = load_dataset(config.dataset, validation_size=config.validation_size,
                             seed=config.seed, limit=config.limit)
@@ -89,7 +144,7 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
     val_ds = create_eval_ds(data.x_val, data.y_val, config.batch_size) if len(data.x_val) else None
     test_ds = create_eval_ds(data.x_test, data.y_test, config.batch_size)
 
-    with open_run(runs_dir, run_name) as run:
+    with open_run(runs_dir, run_name) as run, backup_dir(runs_dir, config_hash(config), run_name) as state:
         write_json(run.path / "config.json", {
             "run": run_name,
             "config": config.to_dict(),
@@ -99,27 +154,32 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
                      "num_test": len(data.x_test), "class_names": list(data.class_names)},
             "environment": environment_info(),
         })
+        resumed_from_epoch = _resumed_epoch(state)
+        if resumed_from_epoch:
+            print(f"Resuming from the backup of an interrupted run: {resumed_from_epoch} of "
+                  f"{config.epochs} epochs done", flush=True)
+        else:
+            (state / "history_log.csv").unlink(missing_ok=True)
         start = time.perf_counter()
-        history = model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
-                            shuffle=False,  # train_ds shuffles itself, seeded
-                            callbacks=make_callbacks(config, run.path),
-                            verbose=config.verbose)
+        model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
+                  shuffle=False,  # train_ds shuffles itself, seeded
+                  callbacks=make_callbacks(config, run.path, state, data.num_classes), verbose=config.verbose)
         train_seconds = time.perf_counter() - start
-        hist = pd.DataFrame(history.history)
-        hist.insert(0, "epoch", range(1, len(hist) + 1))
-        hist = hist[[c for c in HISTORY_COLUMNS if c in hist]]
+        hist = read_history(state / "history_log.csv")
         hist.to_csv(run.path / "history.csv", index=False)
-        (run.path / "history_log.csv").unlink()
-        if hist.empty or not np.isfinite(hist["loss"]).all():
-            # TerminateOnNaN stopped it: record the run as diverged, evaluate nothing.
+        final_loss = float(hist["loss"].iloc[-1]) if len(hist) else float("nan")
+        if not final_loss <= divergence_threshold(data.num_classes):
+            # TerminateOnNaN or StopOnDivergence stopped it: record it as diverged, evaluate nothing.
             run.status = "diverged"
-            run.detail = f"loss became {hist['loss'].iloc[-1]} in epoch {len(hist)}; lower learning_rate"
-            return run.path.parent / run_name
+            run.detail = (f"training loss {final_loss:.4g} after epoch {len(hist) or 1} with "
+                          f"learning_rate={config.learning_rate}; lower learning_rate")
+            return runs_dir / run_name
 
         test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
         probabilities = model.predict(test_ds, verbose=0)
         epochs_run = len(hist)
-        images_seen = (len(data.x_train) // config.batch_size) * config.batch_size * epochs_run
+        # Steps of this process only: a resumed run's earlier epochs ran elsewhere.
+        images_seen = (len(data.x_train) // config.batch_size) * config.batch_size * (epochs_run - resumed_from_epoch)
         write_json(run.path / "metrics.json", {
             "test_accuracy": float(test_accuracy),
             "test_loss": float(test_loss),
@@ -128,10 +188,31 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
             "train_seconds": round(train_seconds, 3),  # wall time of fit(), validation included
             "images_per_second": round(images_seen / train_seconds, 1),
             "epochs_run": epochs_run,
+            "resumed_from_epoch": resumed_from_epoch,
         })
         title = f"{run_name}  (test accuracy {test_accuracy:.4f})"
         fig = plot_curves(hist, title=title, path=run.path / "curves.png")
         plt.close(fig)
         write_evaluation(run.path, data.x_test, data.y_test, probabilities, data.class_names, title)
         model.save(run.path / "model.keras")
-    return Path(runs_dir) / run_name
+    return runs_dir / run_name
+
+
+def rerun(run_dir: str | os.PathLike, run_name: str | None = None, verbose: int = 2) -> Path:
+    """Train again with the config recorded in `run_dir/config.json`, into the same runs folder.
+
+    The data must be the data the run recorded: a digest that differs raises ValueError
+    before training. Returns the new run folder.
+    """
+    run_dir = Path(run_dir)
+    recorded = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else None
+    if recorded is None:
+        raise ValueError(f"{run_dir} holds no config.json: not a run folder")
+    config = make_config(**{**recorded["config"], "verbose": verbose})
+    data = load_dataset(config.dataset, validation_size=config.validation_size, seed=config.seed,
+                        limit=config.limit)
+    expected = recorded.get("data", {}).get("digests_sha256", {})
+    changed = [stem for stem, digest in expected.items() if data.digests.get(stem) != digest]
+    if changed:
+        raise ValueError(f"the data differ from the run's: {', '.join(changed)} have other SHA-256 digests")
+    return train_and_evaluate(config, run_dir.parent, run_name=run_name, data=data)

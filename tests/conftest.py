@@ -67,3 +67,10 @@ def real_data_dir() -> Path:
     if not (data_dir / "mnist").is_dir():
         pytest.fail(f"No MNIST in {data_dir}: run `make data` (or set MNISTLAB_DATA_DIR)")
     return data_dir
+
+
+@pytest.fixture(autouse=True)
+def runs_root(tmp_path: Path, monkeypatch) -> Path:
+    """Every test may write runs below its own tmp_path (the runs root), nowhere else."""
+    monkeypatch.setenv("MNISTLAB_RUNS_ROOT", str(tmp_path))
+    return tmp_path

@@ -48,7 +48,8 @@ def test_unknown_key_is_named():
     ({"learning_rate": "inf"}, "learning_rate must be finite"),
     ({"seed": "1.5"}, "seed must be an integer, got '1.5'"),
     ({"seed": -1}, "seed must be a non-negative integer"),
-    ({"limit": 0}, "limit must be a positive integer or None"),
+    ({"limit": 0}, "limit must be a positive integer up to 55000"),
+    ({"limit": 55001}, "limit must be a positive integer up to 55000"),
     ({"dataset": "cifar10"}, "dataset='cifar10' is unknown; known datasets: mnist, fashion_mnist"),
     ({"lr_schedule": "cosine"}, "lr_schedule='cosine' is unknown"),
 ])
