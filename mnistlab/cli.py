@@ -44,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     rerun = sub.add_parser("rerun", help="train again exactly as a recorded run (from its config.json)")
     rerun.add_argument("run_dir", help="a run folder holding config.json")
     rerun.add_argument("--run-name", default=None, help="the new run's folder name (default: <model>-<timestamp>-<hex>)")
+
+    predict = sub.add_parser("predict", help="classify PNG/JPEG images of a digit with a trained run's model")
+    predict.add_argument("--run", required=True, help="a completed run folder (holding model.keras)")
+    predict.add_argument("images", nargs="+", help="image files, any size, dark-on-light or light-on-dark")
+    predict.add_argument("--top", type=int, default=3, help="classes to show per image (default: 3)")
+
+    export = sub.add_parser("export", help="export a run's model for TF Serving (models/<name>/<version>/)")
+    export.add_argument("--run", required=True, help="a completed run folder")
+    export.add_argument("--out", default="models", help="TF Serving model base folder (default: models)")
+    export.add_argument("--version", type=int, default=1, help="model version, a positive integer (default: 1)")
+    export.add_argument("--theta", action="store_true",
+                        help="also write theta1.csv/theta2.csv into the run folder (sigmoid_mlp only)")
     return parser
 
 
@@ -75,6 +87,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             fetch_dataset(name.strip(), args.data_dir or default_data_dir(), mirror=args.mirror)
         return 0
 
+    if args.command == "predict":
+        return _predict(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "rerun":
         from mnistlab.train import rerun
 
@@ -101,3 +117,49 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(run_all(models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, **overrides))
         return 0
     raise AssertionError(args.command)
+
+
+def _completed_run(run: str):
+    from pathlib import Path
+
+    from mnistlab.runs import read_json, run_status
+
+    run_dir = Path(run)
+    if not (run_dir / "config.json").is_file():
+        raise ValueError(f"{run_dir} is not a run folder (no config.json)")
+    if run_status(run_dir) != "completed":
+        raise ValueError(f"{run_dir} is not a completed run (status {run_status(run_dir)!r}): it has no model")
+    return run_dir, read_json(run_dir / "config.json")
+
+
+def _predict(args) -> int:
+    if args.top < 1:
+        raise ValueError(f"--top must be a positive integer, got {args.top}")
+    run_dir, recorded = _completed_run(args.run)
+    from mnistlab.predict import predict_images
+    from mnistlab.runs import load_model
+
+    results = predict_images(load_model(run_dir), args.images, recorded["data"]["class_names"], top=args.top)
+    for result in results:
+        if "error" in result:
+            print(f"{result['path']}: {result['error']}")
+        else:
+            print(f"{result['path']}: " + ", ".join(f"{name} {p:.3f}" for name, p in result["top"]))
+    return 1 if any("error" in r for r in results) else 0
+
+
+def _export(args) -> int:
+    run_dir, recorded = _completed_run(args.run)
+    from mnistlab.export import export_serving, export_theta
+    from mnistlab.runs import load_model
+
+    model = load_model(run_dir)
+    name = recorded["config"]["model"]
+    print(export_serving(model, args.out, name, args.version))
+    if name == "ae_classifier":  # the article serves its two models separately
+        for part in ("autoencoder", "classifier"):
+            print(export_serving(model.get_layer(part), args.out, part, args.version))
+    if args.theta:
+        for path in export_theta(model, run_dir):
+            print(path)
+    return 0

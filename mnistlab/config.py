@@ -13,6 +13,7 @@ from mnistlab.data import DATASETS
 from mnistlab.models import get_spec
 
 LR_SCHEDULES = ("constant", "exponential")
+OPTIMIZERS = ("adam", "adadelta")
 TRAIN_IMAGES = 60000  # in both datasets' training files, checked when they are read
 # A run name becomes a folder under runs/: letters, digits, '.', '_', '-'; no separators or '..'.
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -37,6 +38,12 @@ class TrainConfig:
     validation_size: int = 5000  # images held out of the 60,000 training images
     limit: int | None = None  # use only the first N examples of each split (smoke runs)
     shuffle_buffer: int = 5000  # tf.data shuffle buffer, as in the seed
+    optimizer: str = "adam"  # "adam" or "adadelta" (the autoencoder article's)
+    l1: float = 0.0  # L1 penalty on every Dense/Conv kernel (0: off)
+    l2: float = 0.0  # L2 penalty on every Dense/Conv kernel (0: off)
+    early_stopping_patience: int = 0  # stop after N epochs without a better val_loss and restore the best weights (0: off)
+    normalize: bool = True  # scale pixels to [0, 1]; False feeds raw [0, 255] (tuning study only)
+    augment: bool = False  # random rotations (±10°), shifts and zooms (±10%) of training images
     verbose: int = 2  # Keras fit verbosity: 1 progress bar (interactive), 2 one line per epoch
     deterministic: bool = False  # TF op determinism: bit-identical reruns on one machine, slower
 
@@ -102,6 +109,16 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"lr_schedule={config.lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
     if not 0 < config.lr_decay <= 1:
         raise ValueError(f"lr_decay must be in (0, 1], got {config.lr_decay}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={config.optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
+    for key in ("l1", "l2"):
+        if getattr(config, key) < 0:
+            raise ValueError(f"{key} must be a non-negative number, got {getattr(config, key)}")
+    if config.early_stopping_patience < 0:
+        raise ValueError(f"early_stopping_patience must be 0 (off) or a positive integer, "
+                         f"got {config.early_stopping_patience}")
+    if config.early_stopping_patience and config.validation_size == 0:
+        raise ValueError("early_stopping_patience needs a validation split: set validation_size > 0")
     if config.seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {config.seed}")
     if not 0 <= config.validation_size < TRAIN_IMAGES:
@@ -130,7 +147,8 @@ def make_config(model: str = "slp", **overrides) -> TrainConfig:
         raise ValueError(f"model must be a string naming a registered model, got {model!r}")
     recipe = get_spec(model).recipe
     values = {"model": model, **{k: getattr(recipe, k) for k in
-                                 ("epochs", "batch_size", "learning_rate", "lr_schedule", "lr_decay")}}
+                                 ("epochs", "batch_size", "learning_rate", "lr_schedule", "lr_decay",
+                                  "optimizer")}}
     for key, value in overrides.items():
         if value is None and type(None) not in typing.get_args(_TYPES[key]):
             continue
@@ -153,3 +171,20 @@ def config_hash(config: TrainConfig) -> str:
     """12 hex digits identifying everything that changes a run's result (not `verbose`)."""
     settings = {k: v for k, v in config.to_dict().items() if k != "verbose"}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# Settings that do not make a run a different experiment.
+_NOT_VARIANT = ("model", "seed", "verbose", "deterministic")
+
+
+def describe_variant(settings: dict) -> str:
+    """The model's name, plus every setting that differs from its recipe's default:
+    "tiny_mlp", "tiny_mlp[normalize=False]", "bn_cnn[augment=True,epochs=30]". Runs of one
+    variant (with different seeds) are comparable; runs of different variants are not averaged."""
+    try:
+        default = make_config(settings["model"]).to_dict()
+    except (KeyError, ValueError):
+        return str(settings.get("model"))
+    changed = [f"{k}={settings[k]}" for k in sorted(settings)
+               if k not in _NOT_VARIANT and k in default and settings[k] != default[k]]
+    return settings["model"] + (f"[{','.join(changed)}]" if changed else "")

@@ -5,7 +5,8 @@ and returns an uncompiled `keras.Model` mapping (batch, 28, 28) float32 images i
 (batch, num_classes) softmax probabilities. This module knows nothing of files or data.
 
 Source of the five seed models: Ajay Krishnan, "Getting the MNIST" (2022),
-../shared/seeds/getting-the-mnist-five-models.txt. Its reported accuracies are quoted per model.
+../shared/seeds/getting-the-mnist-five-models.txt; the others name their article (also in
+../shared/seeds/). Reported accuracies are quoted per model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Recipe:
     learning_rate: float = 0.001  # Adam's default
     lr_schedule: str = "constant"  # "constant" or "exponential": learning_rate * lr_decay**epoch
     lr_decay: float = 1.0
+    optimizer: str = "adam"  # "adam" or "adadelta"
     reported_accuracy: float | None = None  # test accuracy the source article's text states
     source: str = "getting-the-mnist-five-models.txt"
 
@@ -34,6 +36,9 @@ class Recipe:
 class ModelSpec:
     build: Callable[..., keras.Model]
     recipe: Recipe
+    # Optional stage before the main fit (the autoencoder of ae_classifier):
+    # pretrain(model, data, config, run_path) -> dict of extra metrics.
+    pretrain: Callable[..., dict] | None = None
 
 
 # The seed's decaying learning rate, `0.01 * 0.6**epoch`, used by dropout_mlp and bn_cnn.
@@ -137,14 +142,141 @@ def build_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float = 0.2
     ], name="bn_cnn")
 
 
-MODELS: dict[str, ModelSpec] = {
-    "slp": ModelSpec(build_slp, Recipe(reported_accuracy=0.92)),
-    "mlp": ModelSpec(build_mlp, Recipe()),  # the article shows its figure only as an image
-    "dropout_mlp": ModelSpec(build_dropout_mlp, Recipe(**SEED_DECAY, reported_accuracy=0.97)),
-    "cnn": ModelSpec(build_cnn, Recipe()),
-    "cnn_linear": ModelSpec(build_cnn_linear, Recipe()),
-    "bn_cnn": ModelSpec(build_bn_cnn, Recipe(**SEED_DECAY, reported_accuracy=0.99)),
-}
+def build_sigmoid_mlp(input_shape=(28, 28), num_classes=10) -> keras.Model:
+    """784 -> 300 sigmoid -> 10: the network of ../shared/seeds/tf1-mlp-784-300-10.txt.
+    238,510 parameters.
+
+    Recipe as the article: Adam 0.005, batch 50, 27 epochs of the 55k split (its 30,000 steps of
+    50 images), validation on the 5k split. It reports 97.18% test accuracy. The article draws
+    its initial weights from N(0, 1); Keras' Glorot initialisation is kept here (N(0, 1) only
+    slows the start). `mnistlab.export.export_theta` writes its weights as the article does.
+    """
+    return keras.Sequential([
+        keras.Input(shape=input_shape),
+        layers.Flatten(),
+        layers.Dense(300, activation="sigmoid"),
+        layers.Dense(num_classes, activation="softmax"),
+    ], name="sigmoid_mlp")
+
+
+def build_pool_cnn(input_shape=(28, 28), num_classes=10) -> keras.Model:
+    """Conv2D 32 3x3 ReLU -> Conv2D 64 3x3 ReLU -> MaxPool 2 -> Dropout 0.25 -> Flatten ->
+    Dense 128 ReLU -> Dropout 0.5 -> Dense(softmax): ../shared/seeds/keras-cnn-99.txt (after
+    Lex Fridman's tutorial). 1,199,882 parameters.
+
+    Recipe as the article: Adam 0.001, 5 epochs, Keras' default batch of 32. It reports 99.13%.
+    """
+    return keras.Sequential([
+        keras.Input(shape=input_shape),
+        layers.Reshape((*input_shape, 1)),
+        layers.Conv2D(32, 3, activation="relu"),  # 32 filters of 3x3
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(2),  # keep the strongest response of each 2x2 patch
+        layers.Dropout(0.25),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(0.5),
+        layers.Dense(num_classes, activation="softmax"),
+    ], name="pool_cnn")
+
+
+def _small_dense(name: str, units: int, input_shape, num_classes) -> keras.Model:
+    return keras.Sequential([
+        keras.Input(shape=input_shape),
+        layers.Flatten(),
+        layers.Dense(units, activation="relu"),
+        layers.Dense(units, activation="relu"),
+        layers.Dense(num_classes, activation="softmax"),
+    ], name=name)
+
+
+def build_tiny_mlp(input_shape=(28, 28), num_classes=10) -> keras.Model:
+    """Flatten -> Dense 4 ReLU -> Dense 4 ReLU -> Dense(softmax): the first model of
+    ../shared/seeds/workflow-and-tuning.txt. 3,210 parameters.
+
+    Recipe as the article: Adam 0.001, 20 epochs, Keras' default batch of 32. The article
+    reports 66% training accuracy on unnormalised pixels and 86% once normalised (mnistlab
+    always normalises; notebooks/tuning_study.ipynb reproduces the comparison).
+    """
+    return _small_dense("tiny_mlp", 4, input_shape, num_classes)
+
+
+def build_small_mlp(input_shape=(28, 28), num_classes=10) -> keras.Model:
+    """Flatten -> Dense 10 ReLU -> Dense 10 ReLU -> Dense(softmax): the widened model of
+    ../shared/seeds/workflow-and-tuning.txt. 8,070 parameters.
+
+    Recipe as the article: Adam 0.001, 100 epochs, batch 32. It reports 93% validation accuracy
+    (above 95% training accuracy).
+    """
+    return _small_dense("small_mlp", 10, input_shape, num_classes)
+
+
+def add_weight_regularization(model: keras.Model, l1: float = 0.0, l2: float = 0.0) -> keras.Model:
+    """Penalise every Dense and Conv kernel of `model` by l1*sum|w| + l2*sum(w**2) (in place).
+
+    Works on any registered model, so the builders need not know about it. The penalty is part
+    of the training loss, not of the saved model.
+    """
+    if l1 or l2:
+        regularizer = keras.regularizers.L1L2(l1=l1, l2=l2)
+        for layer in _all_layers(model):
+            if hasattr(layer, "kernel") and not isinstance(layer, layers.BatchNormalization):
+                layer.kernel.regularizer = regularizer
+    return model
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def with_augmentation(model: keras.Model, rotation_degrees: float = 10.0, shift: float = 0.1,
+                      zoom: float = 0.1, seed: int | None = None) -> keras.Model:
+    """`model` behind random rotations (±`rotation_degrees`), shifts (±`shift` of the size) and
+    zooms (±`zoom`): Keras preprocessing layers, active only in training (identity at inference).
+
+    Input and output as `model`'s: (batch, 28, 28) float32 in [0, 1] -> (batch, num_classes).
+    """
+    input_shape = model.input_shape[1:]
+    return keras.Sequential([
+        keras.Input(shape=input_shape),
+        layers.Reshape((*input_shape, 1)),  # the image layers want a channel axis
+        layers.RandomRotation(rotation_degrees / 360.0, fill_mode="constant", seed=seed),
+        layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed),
+        layers.RandomZoom(zoom, fill_mode="constant", seed=seed),
+        layers.Reshape(input_shape),
+        model,
+    ], name=f"{model.name}_augmented")
+
+
+def _registry() -> dict[str, ModelSpec]:
+    from mnistlab import autoencoder  # builds on this module
+
+    return {
+        "slp": ModelSpec(build_slp, Recipe(reported_accuracy=0.92)),
+        "mlp": ModelSpec(build_mlp, Recipe()),  # the article shows its figure only as an image
+        "dropout_mlp": ModelSpec(build_dropout_mlp, Recipe(**SEED_DECAY, reported_accuracy=0.97)),
+        "cnn": ModelSpec(build_cnn, Recipe()),
+        "cnn_linear": ModelSpec(build_cnn_linear, Recipe()),
+        "bn_cnn": ModelSpec(build_bn_cnn, Recipe(**SEED_DECAY, reported_accuracy=0.99)),
+        "sigmoid_mlp": ModelSpec(build_sigmoid_mlp, Recipe(
+            epochs=27, batch_size=50, learning_rate=0.005, reported_accuracy=0.9718,
+            source="tf1-mlp-784-300-10.txt")),
+        "pool_cnn": ModelSpec(build_pool_cnn, Recipe(
+            epochs=5, batch_size=32, reported_accuracy=0.9913, source="keras-cnn-99.txt")),
+        "tiny_mlp": ModelSpec(build_tiny_mlp, Recipe(
+            epochs=20, batch_size=32, source="workflow-and-tuning.txt")),
+        "small_mlp": ModelSpec(build_small_mlp, Recipe(
+            epochs=100, batch_size=32, source="workflow-and-tuning.txt")),
+        "ae_classifier": ModelSpec(autoencoder.build_ae_classifier, Recipe(
+            epochs=10, batch_size=128, learning_rate=1.0, optimizer="adadelta",
+            source="autoencoder-and-classifier.txt"), pretrain=autoencoder.pretrain_autoencoder),
+    }
+
+
+MODELS: dict[str, ModelSpec] = _registry()
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -21,9 +21,14 @@ def _scale(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.cast(images, tf.float32) / 255.0, labels
 
 
+def _cast(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    # Unnormalised float32 [0, 255]: only for the tuning study's "before normalisation" runs.
+    return tf.cast(images, tf.float32), labels
+
+
 def create_training_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZE,
                        shuffle_buffer: int = SHUFFLE_BUFFER, seed: int | None = 0,
-                       limit: int | None = None) -> tf.data.Dataset:
+                       limit: int | None = None, normalize: bool = True) -> tf.data.Dataset:
     """Shuffled training batches: cache, shuffle, batch (drop_remainder), scale, prefetch.
 
     Args:
@@ -32,6 +37,7 @@ def create_training_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZ
       shuffle_buffer: size of the shuffle buffer (the seed uses 5000).
       seed: shuffle seed; the order changes every epoch but is the same for the same seed.
       limit: use only the first `limit` examples.
+      normalize: scale to [0, 1] (default); False leaves float32 in [0, 255].
     Yields (images (batch_size, 28, 28) float32 in [0, 1], labels (batch_size,) of y's dtype).
     """
     if limit is not None:
@@ -40,12 +46,12 @@ def create_training_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZ
     ds = ds.cache()  # this small dataset fits in RAM
     ds = ds.shuffle(buffer_size=shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(_scale, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_scale if normalize else _cast, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)  # fetch the next batch while training on this one
 
 
 def create_eval_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZE,
-                   limit: int | None = None) -> tf.data.Dataset:
+                   limit: int | None = None, normalize: bool = True) -> tf.data.Dataset:
     """Evaluation batches in file order, every example exactly once (last batch may be short).
 
     Shapes and dtypes as `create_training_ds`.
@@ -54,5 +60,5 @@ def create_eval_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZE,
         x, y = x[:limit], y[:limit]
     ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
     ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(_scale, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_scale if normalize else _cast, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -32,15 +32,15 @@ def plot_curves(history: pd.DataFrame, title: str = "", path: str | Path | None 
     return fig
 
 
-def plot_comparison(histories: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
-    """Overlaid validation accuracy and loss per epoch, one line per model.
+def plot_comparison(histories: pd.DataFrame, path: str | Path | None = None, hue: str = "model") -> plt.Figure:
+    """Overlaid validation accuracy and loss per epoch, one line per model (or per `hue`).
 
-    `histories` is the concatenation of runs' history.csv with a `model` column added; with
-    several runs per model seaborn draws the mean and a 95% confidence band.
+    `histories` is the concatenation of runs' history.csv with a `model` (or `hue`) column
+    added; with several runs per model seaborn draws the mean and a 95% confidence band.
     """
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     for ax, metric in zip(axes, ("val_accuracy", "val_loss")):
-        sns.lineplot(data=histories, x="epoch", y=metric, hue="model", marker="o", ax=ax)
+        sns.lineplot(data=histories, x="epoch", y=metric, hue=hue, marker="o", ax=ax)
         ax.set_title(f"{metric} per epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mnistlab.config import check_run_name
+from mnistlab.config import check_run_name, config_hash, describe_variant
 from mnistlab.data import PROJECT_DIR
 
 DEFAULT_RUNS_DIR = PROJECT_DIR / "runs"
@@ -187,14 +187,16 @@ def load_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> pd.DataFrame:
         metrics = read_json(metrics_path) if metrics_path.is_file() else {}
         status = run_status(run_dir)
         rows.append({
-            "run": run_dir.name, "model": settings.get("model"), "dataset": settings.get("dataset"),
+            "run": run_dir.name, "model": settings.get("model"), "variant": describe_variant(settings),
+            "dataset": settings.get("dataset"),
             "seed": settings.get("seed"), "status": status,
             "epochs": settings.get("epochs"), "batch_size": settings.get("batch_size"),
             "learning_rate": settings.get("learning_rate"), "limit": settings.get("limit"),
             **{k: metrics.get(k) if status == "completed" else None for k in METRIC_COLUMNS},
             "run_dir": str(run_dir),
         })
-    return pd.DataFrame(rows)
+    # Integer columns stay integers even when a failed run leaves them empty.
+    return pd.DataFrame(rows).astype({"params": "Int64", "epochs_run": "Int64"}) if rows else pd.DataFrame(rows)
 
 
 def completed_runs_by_hash(runs_dir: str | os.PathLike) -> dict[str, str]:
@@ -257,3 +259,9 @@ def load_model(run_dir: str | os.PathLike):
     import keras
 
     return keras.models.load_model(Path(run_dir) / "model.keras", safe_mode=True)
+
+
+def find_completed_run(runs_dir: str | os.PathLike, config) -> Path | None:
+    """A completed run of exactly `config` (same config_hash) in `runs_dir`, or None."""
+    name = completed_runs_by_hash(runs_dir).get(config_hash(config))
+    return Path(runs_dir) / name if name else None

@@ -26,21 +26,22 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float, floa
     return mean, std, mean - half, mean + half
 
 
-def summarize_by_model(summary: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
-    """One row per model from a one-row-per-run table (columns model, test_accuracy, test_loss, ...):
-    n_runs, mean, std and 95% CI of test accuracy, mean and std of test loss, mean train seconds."""
+def summarize_by_model(summary: pd.DataFrame, order: list[str] | None = None, by: str = "model") -> pd.DataFrame:
+    """One row per model (or per `by`, e.g. "variant") from a one-row-per-run table (columns
+    model, test_accuracy, test_loss, train_seconds): n_runs, mean, std and 95% CI of test
+    accuracy, mean and std of test loss, mean train seconds."""
     rows = []
-    for model, group in summary.groupby("model", sort=False):
+    for key, group in summary.groupby(by, sort=False):
         acc = mean_ci(group.test_accuracy)
         loss = mean_ci(group.test_loss)
-        rows.append({"model": model, "n_runs": len(group),
+        rows.append({by: key, **({"model": group.model.iloc[0]} if by != "model" else {}), "n_runs": len(group),
                      "test_accuracy_mean": acc[0], "test_accuracy_std": acc[1],
                      "test_accuracy_ci95_low": acc[2], "test_accuracy_ci95_high": acc[3],
                      "test_loss_mean": loss[0], "test_loss_std": loss[1],
                      "train_seconds_mean": float(group.train_seconds.mean())})
     table = pd.DataFrame(rows)
     if order:
-        table = table.sort_values("model", key=lambda s: s.map({m: i for i, m in enumerate(order)}))
+        table = table.sort_values(by, key=lambda s: s.map({m: i for i, m in enumerate(order)}))
     return table.reset_index(drop=True)
 
 

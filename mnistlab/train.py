@@ -17,7 +17,7 @@ import tensorflow as tf
 from mnistlab.config import TrainConfig, check_run_name, config_hash, make_config, validate
 from mnistlab.data import MnistData, load_dataset
 from mnistlab.evaluate import write_evaluation
-from mnistlab.models import build_model
+from mnistlab.models import add_weight_regularization, build_model, get_spec, with_augmentation
 from mnistlab.pipeline import create_eval_ds, create_training_ds
 from mnistlab.plots import plot_curves
 from mnistlab.runs import (DEFAULT_RUNS_DIR, HISTORY_COLUMNS, backup_dir, environment_info, new_run_name,
@@ -84,7 +84,18 @@ def make_callbacks(config: TrainConfig, run_path: Path, state_path: Path,
         # `tensorboard --logdir runs` overlays every run.
         keras.callbacks.TensorBoard(log_dir=str(run_path / "tensorboard"), write_graph=False),
     ]
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True))
     return callbacks
+
+
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """The config's optimizer at its (initial) learning rate; a schedule callback may change it."""
+    if config.optimizer == "adadelta":
+        # Always explicit: Keras 3 defaults Adadelta to 0.001, the original Keras to 1.0.
+        return keras.optimizers.Adadelta(learning_rate=config.learning_rate)
+    return keras.optimizers.Adam(learning_rate=config.learning_rate)
 
 
 def read_history(log_path: Path) -> pd.DataFrame:
@@ -136,13 +147,16 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
     keras.utils.set_random_seed(config.seed)  # Python, numpy and TensorFlow seeds in one call
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
+    spec = get_spec(config.model)
     model = build_model(config.model, input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    add_weight_regularization(model, l1=config.l1, l2=config.l2)
+    if config.augment:
+        model = with_augmentation(model, seed=config.seed)
     train_ds = create_training_ds(data.x_train, data.y_train, config.batch_size,
-                                  config.shuffle_buffer, seed=config.seed)
-    val_ds = create_eval_ds(data.x_val, data.y_val, config.batch_size) if len(data.x_val) else None
-    test_ds = create_eval_ds(data.x_test, data.y_test, config.batch_size)
+                                  config.shuffle_buffer, seed=config.seed, normalize=config.normalize)
+    val_ds = (create_eval_ds(data.x_val, data.y_val, config.batch_size, normalize=config.normalize)
+              if len(data.x_val) else None)
+    test_ds = create_eval_ds(data.x_test, data.y_test, config.batch_size, normalize=config.normalize)
 
     with open_run(runs_dir, run_name) as run, backup_dir(runs_dir, config_hash(config), run_name) as state:
         write_json(run.path / "config.json", {
@@ -154,6 +168,9 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
                      "num_test": len(data.x_test), "class_names": list(data.class_names)},
             "environment": environment_info(),
         })
+        extra_metrics = spec.pretrain(model, data, config, run.path) if spec.pretrain else {}
+        model.compile(optimizer=make_optimizer(config), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
         resumed_from_epoch = _resumed_epoch(state)
         if resumed_from_epoch:
             print(f"Resuming from the backup of an interrupted run: {resumed_from_epoch} of "
@@ -189,6 +206,7 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
             "images_per_second": round(images_seen / train_seconds, 1),
             "epochs_run": epochs_run,
             "resumed_from_epoch": resumed_from_epoch,
+            **extra_metrics,
         })
         title = f"{run_name}  (test accuracy {test_accuracy:.4f})"
         fig = plot_curves(hist, title=title, path=run.path / "curves.png")

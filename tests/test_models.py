@@ -15,6 +15,11 @@ EXPECTED_PARAMS = {
     "cnn": 88_730,  # convs 120 + 10,392 + 27,680; dense 1568*32+32; 330
     "cnn_linear": 88_730,
     "bn_cnn": 241_098,  # convs 38,192; BN 4*(12+24+32+128); dense 200,832; 1,290
+    "sigmoid_mlp": 238_510,  # (784*300+300) + (300*10+10)
+    "pool_cnn": 1_199_882,  # 320 + 18,496 + (12*12*64*128+128) + 1,290
+    "tiny_mlp": 3_210,  # (784*4+4) + (4*4+4) + (4*10+10)
+    "small_mlp": 8_070,  # (784*10+10) + (10*10+10) + (10*10+10)
+    "ae_classifier": 670_682,  # autoencoder 435,536 + classifier 235,146
 }
 
 
@@ -54,3 +59,27 @@ def test_other_input_shape_and_classes():
 def test_unknown_model_lists_known_names():
     with pytest.raises(ValueError, match=r"No model named 'resnet' found; known models: slp, mlp, .*bn_cnn"):
         build_model("resnet")
+
+
+def test_weight_regularization_adds_a_loss():
+    from mnistlab.models import add_weight_regularization
+
+    model = add_weight_regularization(build_model("mlp"), l1=0.001, l2=0.01)
+    x = np.random.default_rng(0).random((2, 28, 28), dtype=np.float32)
+    model(x)
+    assert len(model.losses) == 4  # one penalty per Dense kernel
+    kernel = model.layers[1].kernel.numpy()
+    expected = 0.001 * np.abs(kernel).sum() + 0.01 * (kernel**2).sum()
+    assert float(model.losses[0]) == pytest.approx(expected, rel=1e-4)
+
+
+def test_augmentation_only_in_training():
+    from mnistlab.models import with_augmentation
+
+    base = build_model("cnn")
+    model = with_augmentation(base, seed=1)
+    x = np.zeros((2, 28, 28), dtype=np.float32)
+    x[:, 10:18, 12:16] = 1.0
+    assert np.allclose(model(x, training=False).numpy(), base(x, training=False).numpy())
+    assert not np.allclose(model(x, training=True).numpy(), base(x, training=False).numpy())
+    assert model.count_params() == base.count_params()

@@ -21,6 +21,10 @@ def test_committed_notebooks_have_no_outputs_and_a_parameters_cell(path):
     assert all(not c.outputs and c.execution_count is None for c in code), "clear outputs before committing"
     assert "parameters" in code[0].metadata.get("tags", [])
     assert nb.metadata.kernelspec.name == "mnistlab"
+    # papermill must parse every parameter (it ignores lines it cannot, e.g. `int | None`).
+    assignments = [line for line in code[0].source.splitlines() if "=" in line.split("#")[0]]
+    assert len(pm.inspect_notebook(str(path))) == len(assignments)
+    assert all("#" in line for line in assignments), "comment every parameter"
 
 
 def test_run_all_smoke(tmp_path, real_data_dir, monkeypatch):
@@ -72,3 +76,19 @@ def test_lr_finder_notebook(tmp_path, real_data_dir, monkeypatch):
                      parameters={"model": "slp", "steps": 40, "limit": 1000, "runs_dir": str(tmp_path)})
     (folder,) = tmp_path.glob("lr_finder-slp-*")
     assert json.loads((folder / "lr_finder.json").read_text())["steps"] == 40
+
+
+def test_tuning_study_notebook(tmp_path, real_data_dir, monkeypatch):
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
+    parameters = {"runs_dir": str(tmp_path), "short_epochs": 1, "long_epochs": 1, "longer_epochs": 2,
+                  "finder_steps": 30, "limit": 1000}
+    execute_notebook("tuning_study.ipynb", tmp_path / "study.ipynb", parameters, log_output=False)
+    study = pd.read_csv(tmp_path / "tuning_study.csv")
+    assert len(study) == 5 and study["test accuracy"].between(0, 1).all()
+    assert study.article.tolist()[0] == "train 0.66"
+    trained = lambda: sorted(p.name for p in tmp_path.glob("*_mlp-*") if not p.name.startswith("lr_finder"))  # noqa: E731
+    runs = trained()
+    assert len(runs) == 5
+    # Executed again, it reuses every completed step instead of training it again.
+    execute_notebook("tuning_study.ipynb", tmp_path / "again.ipynb", parameters, log_output=False)
+    assert trained() == runs
