@@ -7,21 +7,24 @@ PY := $(VENV)/bin/python
 DATA_MIRROR ?= ../shared/data
 RUNS_DIR ?= runs
 SEEDS ?= 1
+WORKERS ?= 1
+DASK_SCHEDULER ?=
 MODELS ?=
 # Extra options for `python -m mnistlab run-all`, e.g. RUN_ARGS="--epochs 3".
 RUN_ARGS ?=
 
-.PHONY: help setup data run-all smoke test jupyter report
+.PHONY: help setup data run-all smoke test jupyter report bench
 
 help:
 	@echo "make run-all   train every model on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
 	@echo "make report    render runs/compare_runs.ipynb to runs/report.html (code hidden)"
+	@echo "make bench     throughput vs the seed article's pipeline, GFLOP/s, time to accuracy, memory (bench/results.md)"
 	@echo "make smoke     the same on 300 images and one epoch, into runs/smoke/"
 	@echo "make test      the test suite (pytest)"
 	@echo "make jupyter   JupyterLab on notebooks/ with the project's kernel"
 	@echo "make setup     create $(VENV), install requirements and the 'mnistlab' Jupyter kernel"
 	@echo "make data      copy MNIST and Fashion-MNIST from DATA_MIRROR ($(DATA_MIRROR)) or download them; verify"
-	@echo "options: SEEDS=N MODELS=a,b FORCE=1 RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
+	@echo "options: SEEDS=N MODELS=a,b FORCE=1 WORKERS=N DASK_SCHEDULER=tcp://host:port RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
 	@echo "run-all is incremental: configs with a completed run are skipped (FORCE=1 re-runs), interrupted runs resume"
 
 setup: $(VENV)/.installed
@@ -39,7 +42,7 @@ data: setup
 	$(PY) -m mnistlab data $(if $(wildcard $(DATA_MIRROR)),--mirror $(DATA_MIRROR))
 
 run-all: setup data
-	$(PY) -m mnistlab run-all --seeds $(SEEDS) --runs-dir $(RUNS_DIR) $(if $(MODELS),--models $(MODELS)) $(if $(filter 1,$(FORCE)),--force) $(RUN_ARGS)
+	$(PY) -m mnistlab run-all --seeds $(SEEDS) --runs-dir $(RUNS_DIR) --workers $(WORKERS) $(if $(DASK_SCHEDULER),--scheduler $(DASK_SCHEDULER)) $(if $(MODELS),--models $(MODELS)) $(if $(filter 1,$(FORCE)),--force) $(RUN_ARGS)
 
 smoke: setup data
 	$(PY) -m mnistlab run-all --epochs 1 --limit 300 --runs-dir runs/smoke $(if $(MODELS),--models $(MODELS)) $(if $(filter 1,$(FORCE)),--force) $(RUN_ARGS)
@@ -55,3 +58,6 @@ test: setup data
 
 jupyter: setup data
 	$(VENV)/bin/jupyter lab --notebook-dir notebooks
+
+bench: setup data
+	$(PY) bench/bench.py $(BENCH_ARGS)

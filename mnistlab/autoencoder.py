@@ -80,7 +80,7 @@ def pretrain_autoencoder(model: keras.Model, data, config, run_path: Path,
     """
     autoencoder = model.get_layer("autoencoder")
     rng = np.random.default_rng(config.seed)
-    flat = lambda x: x.reshape(len(x), -1).astype(np.float32) / 255.0  # noqa: E731
+    flat = lambda x: x.reshape(len(x), -1).astype(np.float32) / 255.0
     x_train, x_val, x_test = flat(data.x_train), flat(data.x_val), flat(data.x_test)
     autoencoder.compile(optimizer=keras.optimizers.Adadelta(learning_rate=ADADELTA_LEARNING_RATE), loss="mse")
     validation = (add_noise(x_val, rng), x_val) if len(x_val) else None

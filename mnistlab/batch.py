@@ -3,16 +3,18 @@ papermill, keep each executed notebook in its run folder, then run the compariso
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from mnistlab.config import config_hash, make_config
 from mnistlab.data import PROJECT_DIR
 from mnistlab.models import MODELS
-from mnistlab.runs import completed_runs_by_hash, new_run_name, resolve_runs_dir
+from mnistlab.runs import completed_runs_by_hash, new_run_name, resolve_runs_dir, write_json
 
 NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
 KERNEL_NAME = "mnistlab"  # installed into the venv by `make setup`
@@ -31,7 +33,8 @@ def check_kernel(kernel_name: str = KERNEL_NAME) -> None:
         ) from None
 
 
-def execute_notebook(name: str, output: Path, parameters: dict, log_output: bool = True) -> Path:
+def execute_notebook(name: str, output: Path, parameters: dict, log_output: bool = True,
+                     progress_bar: bool = True) -> Path:
     """Execute `notebooks/<name>` with papermill on the project's kernel, in the notebooks folder.
 
     Writes the executed copy to `output`; raises papermill.PapermillExecutionError (naming the
@@ -41,7 +44,7 @@ def execute_notebook(name: str, output: Path, parameters: dict, log_output: bool
 
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(NOTEBOOKS_DIR / name), str(output), parameters=parameters,
-                        kernel_name=KERNEL_NAME, cwd=str(NOTEBOOKS_DIR), progress_bar=True,
+                        kernel_name=KERNEL_NAME, cwd=str(NOTEBOOKS_DIR), progress_bar=progress_bar,
                         log_output=log_output, stdout_file=None)
     return output
 
@@ -56,8 +59,29 @@ def _show_papermill_log() -> None:
         logger.setLevel(logging.INFO)
 
 
+def train_one(run_name: str, parameters: dict, runs_dir: Path, log_output: bool = True,
+              progress_bar: bool = True) -> str | None:
+    """Execute train_model.ipynb for one run and keep the executed notebook in its run folder.
+
+    Returns None on success, else a one-line description of the failure (the full cell error
+    is printed). Runs in this process, or in a Dask worker for parallel batches.
+    """
+    partial = runs_dir / ".notebooks" / f"{run_name}.ipynb"
+    failure = None
+    try:
+        execute_notebook("train_model.ipynb", partial, log_output=log_output, progress_bar=progress_bar,
+                         parameters={**parameters, "runs_dir": str(runs_dir), "run_name": run_name})
+    except Exception as e:  # noqa: BLE001 -- papermill's error names the cell and shows its traceback
+        print(f"FAILED {run_name}:\n{e}", file=sys.stderr, flush=True)
+        failure = f"{run_name}: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
+    if (runs_dir / run_name).is_dir() and partial.is_file():
+        shutil.move(partial, runs_dir / run_name / "train_model.ipynb")
+    return failure
+
+
 def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.PathLike | None = None,
-            log_output: bool = True, force: bool = False, **overrides) -> Path:
+            log_output: bool = True, force: bool = False, workers: int = 1, scheduler: str | None = None,
+            **overrides) -> Path:
     """Train every model (default: the whole zoo) `seeds` times via train_model.ipynb, then
     execute compare_runs.ipynb. `overrides` (epochs, limit, ...) apply to every run.
 
@@ -66,39 +90,71 @@ def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.
     `runs_dir` is skipped unless `force`; an interrupted run resumes from its backup. A run
     whose notebook fails does not stop the others; the failures are raised together (as
     RuntimeError, each with its cell's error) after the comparison has been written.
-    Returns the executed comparison notebook's path.
+
+    Parallel: `workers` > 1 runs that many notebooks at once on a Dask LocalCluster (one
+    process each, TensorFlow limited to cores / workers threads per run); `scheduler`
+    ("tcp://host:port") sends them to an existing Dask cluster whose workers can import
+    mnistlab and see `runs_dir`. Returns the executed comparison notebook's path.
     """
     models = list(MODELS) if not models else models
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    for key, value in (("seeds", seeds), ("workers", workers)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
     runs_dir = resolve_runs_dir(runs_dir)
-    plan = [make_config(model, seed=seed, **overrides) for model in models for seed in range(seeds)]
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 and not scheduler else 0
+    plan = [make_config(model, seed=seed, threads=threads, **overrides) for model in models for seed in range(seeds)]
     check_kernel()
     if log_output:
         _show_papermill_log()
     done = {} if force else completed_runs_by_hash(runs_dir)
-    failures = []
+    start = time.perf_counter()
+    jobs = []
     for i, config in enumerate(plan, 1):
         if config_hash(config) in done:
             print(f"[{i}/{len(plan)}] skip {config.model}, seed {config.seed}: completed as "
                   f"{done[config_hash(config)]} (FORCE=1 re-runs it)", flush=True)
             continue
         run_name = new_run_name(config.model)
-        print(f"[{i}/{len(plan)}] {run_name}: {config.model}, seed {config.seed}", flush=True)
-        partial = runs_dir / ".notebooks" / f"{run_name}.ipynb"
-        try:
-            execute_notebook("train_model.ipynb", partial, log_output=log_output, parameters={
-                **{k: v for k, v in overrides.items() if v is not None},
-                "model": config.model, "seed": config.seed, "runs_dir": str(runs_dir),
-                "run_name": run_name, "verbose": 2})
-        except Exception as e:  # papermill's error names the cell and shows its traceback
-            print(f"FAILED {run_name}:\n{e}", file=sys.stderr, flush=True)
-            failures.append(f"{run_name}: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
-        if (runs_dir / run_name).is_dir() and partial.is_file():
-            shutil.move(partial, runs_dir / run_name / "train_model.ipynb")
+        parameters = {**{k: v for k, v in overrides.items() if v is not None},
+                      "model": config.model, "seed": config.seed, "verbose": 2, "threads": threads}
+        jobs.append((i, run_name, config, parameters))
+    if workers > 1 or scheduler:
+        failures = _run_on_dask(jobs, len(plan), runs_dir, workers, scheduler)
+    else:
+        failures = []
+        for i, run_name, config, parameters in jobs:
+            print(f"[{i}/{len(plan)}] {run_name}: {config.model}, seed {config.seed}", flush=True)
+            failures.append(train_one(run_name, parameters, runs_dir, log_output))
+    failures = [f for f in failures if f]
     output = runs_dir / "compare_runs.ipynb"
     execute_notebook("compare_runs.ipynb", output, log_output=log_output,
                      parameters={"runs_dir": str(runs_dir), "dataset": plan[0].dataset})
+    write_json(runs_dir / "run_all_timing.json", {
+        "seconds": round(time.perf_counter() - start, 1), "runs": len(jobs), "skipped": len(plan) - len(jobs),
+        "failed": len(failures), "workers": workers, "scheduler": scheduler,
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(plan)} runs failed:\n  " + "\n  ".join(failures))
     return output
+
+
+def _run_on_dask(jobs, total: int, runs_dir: Path, workers: int, scheduler: str | None) -> list[str | None]:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                  dashboard_address=None)
+    with Client(scheduler or cluster) as client:
+        print(f"Dask: {client}", flush=True)
+        futures = {}
+        for i, run_name, config, parameters in jobs:
+            print(f"[{i}/{total}] submitted {run_name}: {config.model}, seed {config.seed}", flush=True)
+            future = client.submit(train_one, run_name, parameters, runs_dir, False, False, pure=False)
+            futures[future] = run_name
+        failures = []
+        for future in as_completed(futures):
+            failure = future.result()
+            print(f"{'FAILED' if failure else 'done'} {futures[future]}", flush=True)
+            failures.append(failure)
+    if cluster is not None:
+        cluster.close()
+    return failures

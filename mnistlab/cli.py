@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_all.add_argument("--seeds", type=int, default=1, help="runs per model, seeds 0..N-1 (default: 1)")
     _add_run_options(run_all)
     run_all.add_argument("--runs-dir", default=None, help="parent folder of run folders (default: the project's runs/)")
+    run_all.add_argument("--workers", type=int, default=1,
+                         help="runs at once on a Dask LocalCluster, cores/N threads each (default: 1, no Dask)")
+    run_all.add_argument("--scheduler", default=None,
+                         help="address of an existing Dask scheduler, tcp://host:port (default: none)")
     run_all.add_argument("--force", action="store_true",
                          help="re-run configs that already have a completed run (default: skip them)")
 
@@ -114,7 +118,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from mnistlab.batch import run_all
 
         models = [m.strip() for m in args.models.split(",")] if args.models else None
-        print(run_all(models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, **overrides))
+        print(run_all(models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, workers=args.workers,
+                      scheduler=args.scheduler, **overrides))
         return 0
     raise AssertionError(args.command)
 

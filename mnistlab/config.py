@@ -12,8 +12,9 @@ import typing
 from mnistlab.data import DATASETS
 from mnistlab.models import get_spec
 
-LR_SCHEDULES = ("constant", "exponential")
+LR_SCHEDULES = ("constant", "exponential", "cosine")
 OPTIMIZERS = ("adam", "adadelta")
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 TRAIN_IMAGES = 60000  # in both datasets' training files, checked when they are read
 # A run name becomes a folder under runs/: letters, digits, '.', '_', '-'; no separators or '..'.
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -32,8 +33,10 @@ class TrainConfig:
     epochs: int = 10  # full passes over the training split
     batch_size: int = 128  # images per training step
     learning_rate: float = 0.001  # Adam's (initial) learning rate
-    lr_schedule: str = "constant"  # "constant", or "exponential": learning_rate * lr_decay**epoch
+    lr_schedule: str = "constant"  # "constant"; "exponential": learning_rate * lr_decay**epoch;
+    # "cosine": linear warm-up to learning_rate over lr_warmup_epochs, then cosine decay to 0, per step
     lr_decay: float = 1.0  # per-epoch factor of the exponential schedule
+    lr_warmup_epochs: float = 0.0  # warm-up of the cosine schedule, in epochs
     seed: int = 0  # seeds weights, shuffling, dropout and the validation split
     validation_size: int = 5000  # images held out of the 60,000 training images
     limit: int | None = None  # use only the first N examples of each split (smoke runs)
@@ -44,6 +47,9 @@ class TrainConfig:
     early_stopping_patience: int = 0  # stop after N epochs without a better val_loss and restore the best weights (0: off)
     normalize: bool = True  # scale pixels to [0, 1]; False feeds raw [0, 255] (tuning study only)
     augment: bool = False  # random rotations (±10°), shifts and zooms (±10%) of training images
+    strategy: str = "default"  # tf.distribute: "default", "mirrored" or "multi_worker_mirrored"
+    threads: int = 0  # TensorFlow intra-op threads (0: all cores); run-all sets cores/WORKERS
+    steps_per_execution: int = 32  # training steps per compiled call: less Python overhead, same result
     verbose: int = 2  # Keras fit verbosity: 1 progress bar (interactive), 2 one line per epoch
     deterministic: bool = False  # TF op determinism: bit-identical reruns on one machine, slower
 
@@ -59,7 +65,7 @@ def _coerce(key: str, value):
     """Check (and, for strings papermill or a CLI may pass, convert) one setting's type."""
     hint = _TYPES[key]
     optional = type(None) in typing.get_args(hint)
-    base = next((t for t in (typing.get_args(hint) or (hint,)) if t is not type(None)))
+    base = next(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
     if value is None:
         if optional:
             return None
@@ -100,15 +106,21 @@ def validate(config: TrainConfig) -> TrainConfig:
     get_spec(config.model)  # unknown model: lists the known ones
     if config.dataset not in DATASETS:
         raise ValueError(f"dataset={config.dataset!r} is unknown; known datasets: {', '.join(DATASETS)}")
-    for key in ("epochs", "batch_size", "shuffle_buffer"):
+    if config.threads < 0:
+        raise ValueError(f"threads must be 0 (all cores) or a positive integer, got {config.threads}")
+    for key in ("epochs", "batch_size", "shuffle_buffer", "steps_per_execution"):
         if getattr(config, key) < 1:
             raise ValueError(f"{key} must be a positive integer, got {getattr(config, key)}")
     if not config.learning_rate > 0:
         raise ValueError(f"learning_rate must be a positive number, got {config.learning_rate}")
     if config.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule={config.lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
+    if not 0 <= config.lr_warmup_epochs < config.epochs:
+        raise ValueError(f"lr_warmup_epochs must be in [0, epochs={config.epochs}), got {config.lr_warmup_epochs}")
     if not 0 < config.lr_decay <= 1:
         raise ValueError(f"lr_decay must be in (0, 1], got {config.lr_decay}")
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"strategy={config.strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer={config.optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
     for key in ("l1", "l2"):
@@ -148,7 +160,7 @@ def make_config(model: str = "slp", **overrides) -> TrainConfig:
     recipe = get_spec(model).recipe
     values = {"model": model, **{k: getattr(recipe, k) for k in
                                  ("epochs", "batch_size", "learning_rate", "lr_schedule", "lr_decay",
-                                  "optimizer")}}
+                                  "lr_warmup_epochs", "optimizer")}}
     for key, value in overrides.items():
         if value is None and type(None) not in typing.get_args(_TYPES[key]):
             continue
@@ -167,14 +179,18 @@ def check_run_name(run_name: str) -> str:
 
 
 
+_NOT_RESULT = ("verbose", "steps_per_execution", "threads")  # the strategy can change results (batch statistics)
+
+
 def config_hash(config: TrainConfig) -> str:
-    """12 hex digits identifying everything that changes a run's result (not `verbose`)."""
-    settings = {k: v for k, v in config.to_dict().items() if k != "verbose"}
+    """12 hex digits identifying everything that changes a run's result (not `verbose` nor
+    `steps_per_execution`, which change only how it is shown and dispatched)."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_RESULT}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # Settings that do not make a run a different experiment.
-_NOT_VARIANT = ("model", "seed", "verbose", "deterministic")
+_NOT_VARIANT = ("model", "seed", "verbose", "deterministic", "steps_per_execution", "threads")
 
 
 def describe_variant(settings: dict) -> str:

@@ -8,8 +8,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from mnistlab.data import (FILE_STEMS, IMAGES_MAGIC, LABELS_MAGIC, DataError, dataset_info,
-                           find_idx_file, read_idx_file)
+from mnistlab.data import FILE_STEMS, IMAGES_MAGIC, LABELS_MAGIC, DataError, dataset_info, find_idx_file, read_idx_file
 
 # Public mirrors, from ../shared/data/README.md, tried in order when no local mirror has a file.
 PUBLIC_MIRRORS = {

@@ -12,7 +12,7 @@ Source of the five seed models: Ajay Krishnan, "Getting the MNIST" (2022),
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import layers
@@ -25,8 +25,9 @@ class Recipe:
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 0.001  # Adam's default
-    lr_schedule: str = "constant"  # "constant" or "exponential": learning_rate * lr_decay**epoch
+    lr_schedule: str = "constant"  # "constant", "exponential" (learning_rate * lr_decay**epoch) or "cosine"
     lr_decay: float = 1.0
+    lr_warmup_epochs: float = 0.0  # the cosine schedule's warm-up
     optimizer: str = "adam"  # "adam" or "adadelta"
     reported_accuracy: float | None = None  # test accuracy the source article's text states
     source: str = "getting-the-mnist-five-models.txt"

@@ -38,7 +38,7 @@ HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lea
 
 def new_run_name(model: str) -> str:
     """`<model>-<UTC timestamp>-<4 hex digits>`: sortable by time, unique across processes."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     return f"{model}-{stamp}-{secrets.token_hex(2)}"
 
 
@@ -149,7 +149,7 @@ def open_run(runs_dir: str | os.PathLike, run_name: str):
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def run_status(run_dir: Path) -> str:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import keras
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import tensorflow as tf
 
@@ -20,8 +19,17 @@ from mnistlab.evaluate import write_evaluation
 from mnistlab.models import add_weight_regularization, build_model, get_spec, with_augmentation
 from mnistlab.pipeline import create_eval_ds, create_training_ds
 from mnistlab.plots import plot_curves
-from mnistlab.runs import (DEFAULT_RUNS_DIR, HISTORY_COLUMNS, backup_dir, environment_info, new_run_name,
-                           open_run, read_json, resolve_runs_dir, write_json)
+from mnistlab.runs import (
+    DEFAULT_RUNS_DIR,
+    HISTORY_COLUMNS,
+    backup_dir,
+    environment_info,
+    new_run_name,
+    open_run,
+    read_json,
+    resolve_runs_dir,
+    write_json,
+)
 
 
 class EpochLogs(keras.callbacks.Callback):
@@ -59,12 +67,30 @@ class StopOnDivergence(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class StepSchedule(keras.callbacks.Callback):
+    """Sets the learning rate from a Keras schedule of the global step, computed from the epoch
+    and batch index rather than the optimizer's counter, so a resumed run (BackupAndRestore
+    restores the epoch, not the optimizer) continues the schedule where it stopped."""
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, steps_per_epoch: int):
+        super().__init__()
+        self.schedule, self.steps_per_epoch = schedule, steps_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.on_train_batch_begin(0)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self.epoch * self.steps_per_epoch + batch
+        self.model.optimizer.learning_rate.assign(float(self.schedule(step)))
+
+
 def divergence_threshold(num_classes: int) -> float:
     return 2 * math.log(num_classes)
 
 
-def make_callbacks(config: TrainConfig, run_path: Path, state_path: Path,
-                   num_classes: int = 10) -> list[keras.callbacks.Callback]:
+def make_callbacks(config: TrainConfig, run_path: Path, state_path: Path, num_classes: int = 10,
+                   steps_per_epoch: int = 1) -> list[keras.callbacks.Callback]:
     """The recipe's learning-rate schedule, stops on NaN or diverged loss, per-epoch logging
     (`state_path/history_log.csv`, appended across resumptions), Keras' BackupAndRestore
     (`state_path/keras/`) and TensorBoard events under `run_path/tensorboard/`."""
@@ -73,6 +99,13 @@ def make_callbacks(config: TrainConfig, run_path: Path, state_path: Path,
         # The seed's decay: learning_rate * lr_decay**epoch (0.01 * 0.6**epoch), set before each epoch.
         lr0, decay = config.learning_rate, config.lr_decay
         callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch: lr0 * decay**epoch))
+    elif config.lr_schedule == "cosine":
+        warmup_steps = round(config.lr_warmup_epochs * steps_per_epoch)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=config.learning_rate / 10 if warmup_steps else config.learning_rate,
+            decay_steps=config.epochs * steps_per_epoch - warmup_steps,
+            warmup_target=config.learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+        callbacks.append(StepSchedule(schedule, steps_per_epoch))
     callbacks += [
         keras.callbacks.TerminateOnNaN(),
         StopOnDivergence(divergence_threshold(num_classes)),
@@ -88,6 +121,27 @@ def make_callbacks(config: TrainConfig, run_path: Path, state_path: Path,
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True))
     return callbacks
+
+
+def set_threads(threads: int) -> None:
+    """Limit TensorFlow to `threads` intra-op threads (and one inter-op thread), so that several
+    runs share the cores instead of fighting over them. Must precede TensorFlow's first op."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError as e:  # TensorFlow already started in this process: keep its pools
+        print(f"threads={threads} not applied: {e}", flush=True)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy of the config: "default" (one device), "mirrored" (data
+    parallel over this machine's devices: GPUs, or logical CPUs) or "multi_worker_mirrored"
+    (data parallel over the machines in $TF_CONFIG; one worker without it)."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
@@ -144,14 +198,18 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
         raise ValueError(f"batch_size={config.batch_size} is larger than the {len(data.x_train)} "
                          "training images: not one full batch per epoch; lower batch_size or raise limit")
 
+    if config.threads:
+        set_threads(config.threads)
     keras.utils.set_random_seed(config.seed)  # Python, numpy and TensorFlow seeds in one call
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     spec = get_spec(config.model)
-    model = build_model(config.model, input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
-    add_weight_regularization(model, l1=config.l1, l2=config.l2)
-    if config.augment:
-        model = with_augmentation(model, seed=config.seed)
+    strategy = make_strategy(config.strategy)
+    with strategy.scope():  # variables are created (mirrored, for a distributed strategy) here
+        model = build_model(config.model, input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
+        add_weight_regularization(model, l1=config.l1, l2=config.l2)
+        if config.augment:
+            model = with_augmentation(model, seed=config.seed)
     train_ds = create_training_ds(data.x_train, data.y_train, config.batch_size,
                                   config.shuffle_buffer, seed=config.seed, normalize=config.normalize)
     val_ds = (create_eval_ds(data.x_val, data.y_val, config.batch_size, normalize=config.normalize)
@@ -168,9 +226,13 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
                      "num_test": len(data.x_test), "class_names": list(data.class_names)},
             "environment": environment_info(),
         })
-        extra_metrics = spec.pretrain(model, data, config, run.path) if spec.pretrain else {}
-        model.compile(optimizer=make_optimizer(config), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        with strategy.scope():
+            extra_metrics = spec.pretrain(model, data, config, run.path) if spec.pretrain else {}
+            # With a distributed strategy, steps_per_execution > 1 fails in TF 2.21 / Keras 3.15
+            # ("You must feed a value for placeholder tensor ... while/cond"): one step per call.
+            model.compile(optimizer=make_optimizer(config), loss="sparse_categorical_crossentropy",
+                          metrics=["accuracy"],
+                          steps_per_execution=config.steps_per_execution if config.strategy == "default" else 1)
         resumed_from_epoch = _resumed_epoch(state)
         if resumed_from_epoch:
             print(f"Resuming from the backup of an interrupted run: {resumed_from_epoch} of "
@@ -180,7 +242,9 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
         start = time.perf_counter()
         model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
                   shuffle=False,  # train_ds shuffles itself, seeded
-                  callbacks=make_callbacks(config, run.path, state, data.num_classes), verbose=config.verbose)
+                  callbacks=make_callbacks(config, run.path, state, data.num_classes,
+                                           steps_per_epoch=len(data.x_train) // config.batch_size),
+                  verbose=config.verbose)
         train_seconds = time.perf_counter() - start
         hist = read_history(state / "history_log.csv")
         hist.to_csv(run.path / "history.csv", index=False)
@@ -206,6 +270,7 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
             "images_per_second": round(images_seen / train_seconds, 1),
             "epochs_run": epochs_run,
             "resumed_from_epoch": resumed_from_epoch,
+            "replicas": strategy.num_replicas_in_sync,
             **extra_metrics,
         })
         title = f"{run_name}  (test accuracy {test_accuracy:.4f})"

@@ -51,7 +51,10 @@ def test_unknown_key_is_named():
     ({"limit": 0}, "limit must be a positive integer up to 55000"),
     ({"limit": 55001}, "limit must be a positive integer up to 55000"),
     ({"dataset": "cifar10"}, "dataset='cifar10' is unknown; known datasets: mnist, fashion_mnist"),
-    ({"lr_schedule": "cosine"}, "lr_schedule='cosine' is unknown"),
+    ({"lr_schedule": "one_cycle"}, "lr_schedule='one_cycle' is unknown"),
+    ({"strategy": "tpu"}, "strategy='tpu' is unknown"),
+    ({"optimizer": "sgd"}, "optimizer='sgd' is unknown"),
+    ({"lr_warmup_epochs": 10}, "lr_warmup_epochs must be in"),
 ])
 def test_invalid_values_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

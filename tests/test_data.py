@@ -7,10 +7,18 @@ import hashlib
 
 import numpy as np
 import pytest
-
 from conftest import idx_bytes, synthetic_images, write_idx
-from mnistlab.data import (DATASETS, FILE_STEMS, IMAGES_MAGIC, LABELS_MAGIC, DataError, load_dataset,
-                           parse_idx, read_idx_file)
+
+from mnistlab.data import (
+    DATASETS,
+    FILE_STEMS,
+    IMAGES_MAGIC,
+    LABELS_MAGIC,
+    DataError,
+    load_dataset,
+    parse_idx,
+    read_idx_file,
+)
 
 
 def test_parse_idx_round_trip():
@@ -118,7 +126,7 @@ def test_split_sizes_stratified_disjoint(tiny_data_dir):
     assert data.x_train.dtype == np.uint8 and data.y_train.dtype == np.uint8
     # Balanced input: a stratified 100-image split holds exactly 10 of each class.
     assert np.bincount(data.y_val, minlength=10).tolist() == [10] * 10
-    ids = lambda x: set((x[:, 0, 0].astype(int) + 256 * x[:, 0, 1].astype(int)).tolist())  # noqa: E731
+    ids = lambda x: set((x[:, 0, 0].astype(int) + 256 * x[:, 0, 1].astype(int)).tolist())
     assert ids(data.x_train).isdisjoint(ids(data.x_val))
     assert len(ids(data.x_train) | ids(data.x_val)) == 600
 

@@ -46,7 +46,7 @@ def test_recipe_is_sane(name):
 
 
 def test_cnn_has_relu_and_cnn_linear_has_none():
-    activations = lambda m: [layer.activation.__name__ for layer in m.layers if layer.name.startswith("conv2d")]  # noqa: E731
+    activations = lambda m: [layer.activation.__name__ for layer in m.layers if layer.name.startswith("conv2d")]
     assert activations(build_model("cnn")) == ["relu"] * 3
     assert activations(build_model("cnn_linear")) == ["linear"] * 3
 

@@ -86,7 +86,7 @@ def test_tuning_study_notebook(tmp_path, real_data_dir, monkeypatch):
     study = pd.read_csv(tmp_path / "tuning_study.csv")
     assert len(study) == 5 and study["test accuracy"].between(0, 1).all()
     assert study.article.tolist()[0] == "train 0.66"
-    trained = lambda: sorted(p.name for p in tmp_path.glob("*_mlp-*") if not p.name.startswith("lr_finder"))  # noqa: E731
+    trained = lambda: sorted(p.name for p in tmp_path.glob("*_mlp-*") if not p.name.startswith("lr_finder"))
     runs = trained()
     assert len(runs) == 5
     # Executed again, it reuses every completed step instead of training it again.

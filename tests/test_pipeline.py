@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import synthetic_images
+
 from mnistlab.pipeline import create_eval_ds, create_training_ds
 
 
@@ -25,7 +25,7 @@ def test_training_batches():
 
 def test_training_shuffle_is_seeded():
     x, y = synthetic_images(500)
-    ids = lambda ds: [int(i) for b, _ in ds for i in (b[:, 0, 0] * 255).numpy().round()]  # noqa: E731
+    ids = lambda ds: [int(i) for b, _ in ds for i in (b[:, 0, 0] * 255).numpy().round()]
     a = ids(create_training_ds(x, y, batch_size=50, shuffle_buffer=500, seed=7))
     b = ids(create_training_ds(x, y, batch_size=50, shuffle_buffer=500, seed=7))
     c = ids(create_training_ds(x, y, batch_size=50, shuffle_buffer=500, seed=8))

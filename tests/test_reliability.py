@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import idx_bytes, synthetic_images
 from mnistlab.batch import run_all
 from mnistlab.config import make_config
 from mnistlab.data import IMAGES_MAGIC, LABELS_MAGIC, DataError, parse_idx, read_idx_file

@@ -100,3 +100,13 @@ def test_real_mnist_slp_two_epochs(tmp_path, real_data_dir, monkeypatch):
     assert metrics["test_accuracy"] >= 0.90
     config = json.loads((run_dir / "config.json").read_text())
     assert config["data"]["num_train"] == 55000 and config["data"]["num_test"] == 10000
+
+
+def test_cosine_schedule_with_warmup(tmp_path, tiny_data):
+    # 320 images / batch 32 = 10 steps per epoch; warm up over the first epoch, then decay to 0.
+    config = make_config("mlp", epochs=4, batch_size=32, learning_rate=0.01, lr_schedule="cosine",
+                         lr_warmup_epochs=1, steps_per_execution=1, verbose=0)
+    history = pd.read_csv(train_and_evaluate(config, tmp_path, data=tiny_data) / "history.csv")
+    # At the start of each epoch: warm-up start (a tenth), the peak, then the cosine a third and
+    # two thirds through its 30 decay steps: 0.01 * (1 + cos(pi/3)) / 2 and 0.01 * (1 + cos(2pi/3)) / 2.
+    assert history.learning_rate.tolist() == pytest.approx([0.001, 0.01, 0.0075, 0.0025], rel=1e-4)

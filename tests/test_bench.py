@@ -1,0 +1,31 @@
+"""`make bench` stays runnable (its figures are measurements, never asserted here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import bench
+from mnistlab.models import build_model
+
+
+def test_flop_count_of_known_architectures():
+    # slp: one 784x10 Dense = 7,840 multiply-adds; x2 FLOPs, x3 for the backward pass.
+    assert bench.training_flops_per_image(build_model("slp")) == 3 * 2 * 7840
+    # cnn's first convolution: 3x3x1x12 kernel on 28x28 outputs.
+    cnn = build_model("cnn")
+    first = 2 * 3 * 3 * 1 * 12 * 28 * 28
+    assert bench.training_flops_per_image(cnn) > 3 * first
+
+
+def test_bench_quick_run(tmp_path, real_data_dir, monkeypatch):
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
+    bench.main(["--models", "slp", "--steps", "5", "--repeats", "1", "--quick", "--out", str(tmp_path)])
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert table.model.tolist() == ["slp"] and table.speedup[0] > 0
+    assert "| model |" in (tmp_path / "results.md").read_text()
+    keras.backend.clear_session()
