@@ -13,12 +13,13 @@ MODELS ?=
 # Extra options for `python -m mnistlab run-all`, e.g. RUN_ARGS="--epochs 3".
 RUN_ARGS ?=
 
-.PHONY: help setup data run-all smoke test jupyter report bench
+.PHONY: help setup data run-all smoke test jupyter report bench best
 
 help:
 	@echo "make run-all   train every model on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
 	@echo "make report    render runs/compare_runs.ipynb to runs/report.html (code hidden)"
 	@echo "make bench     throughput vs the seed article's pipeline, GFLOP/s, time to accuracy, memory (bench/results.md)"
+	@echo "make best      bn_cnn with augmentation and a cosine schedule, 3 seeds, then their ensemble (runs/best/)"
 	@echo "make smoke     the same on 300 images and one epoch, into runs/smoke/"
 	@echo "make test      the test suite (pytest)"
 	@echo "make jupyter   JupyterLab on notebooks/ with the project's kernel"
@@ -61,3 +62,11 @@ jupyter: setup data
 
 bench: setup data
 	$(PY) bench/bench.py $(BENCH_ARGS)
+
+# The accuracy recipe: bn_cnn, augmentation (rotations, shifts, zooms), cosine schedule with
+# warm-up, longer training; three seeds, then the ensemble of their averaged probabilities.
+BEST_EPOCHS ?= 30
+best: setup data
+	$(PY) -m mnistlab run-all --models bn_cnn --seeds 3 --epochs $(BEST_EPOCHS) --runs-dir $(RUNS_DIR)/best \
+		--set augment=True --set lr_schedule=cosine --set learning_rate=0.01 --set lr_warmup_epochs=1 $(RUN_ARGS)
+	$(PY) -m mnistlab ensemble $(RUNS_DIR)/best/bn_cnn-*/

@@ -115,7 +115,7 @@ def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.
                   f"{done[config_hash(config)]} (FORCE=1 re-runs it)", flush=True)
             continue
         run_name = new_run_name(config.model)
-        parameters = {**{k: v for k, v in overrides.items() if v is not None},
+        parameters = {"settings": {k: v for k, v in overrides.items() if v is not None},
                       "model": config.model, "seed": config.seed, "verbose": 2, "threads": threads}
         jobs.append((i, run_name, config, parameters))
     if workers > 1 or scheduler:
@@ -127,8 +127,13 @@ def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.
             failures.append(train_one(run_name, parameters, runs_dir, log_output))
     failures = [f for f in failures if f]
     output = runs_dir / "compare_runs.ipynb"
-    execute_notebook("compare_runs.ipynb", output, log_output=log_output,
-                     parameters={"runs_dir": str(runs_dir), "dataset": plan[0].dataset})
+    try:
+        execute_notebook("compare_runs.ipynb", output, log_output=log_output,
+                         parameters={"runs_dir": str(runs_dir), "dataset": plan[0].dataset})
+    except Exception:
+        if not failures:
+            raise
+        failures.append("compare_runs.ipynb: could not compare (see above)")  # the runs' failures come first
     write_json(runs_dir / "run_all_timing.json", {
         "seconds": round(time.perf_counter() - start, 1), "runs": len(jobs), "skipped": len(plan) - len(jobs),
         "failed": len(failures), "workers": workers, "scheduler": scheduler,

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="runs at once on a Dask LocalCluster, cores/N threads each (default: 1, no Dask)")
     run_all.add_argument("--scheduler", default=None,
                          help="address of an existing Dask scheduler, tcp://host:port (default: none)")
+    run_all.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="any other config key for every run, repeatable: --set augment=True "
+                              "--set lr_schedule=cosine (default: none)")
     run_all.add_argument("--force", action="store_true",
                          help="re-run configs that already have a completed run (default: skip them)")
 
@@ -53,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--run", required=True, help="a completed run folder (holding model.keras)")
     predict.add_argument("images", nargs="+", help="image files, any size, dark-on-light or light-on-dark")
     predict.add_argument("--top", type=int, default=3, help="classes to show per image (default: 3)")
+
+    ens = sub.add_parser("ensemble", help="score the average of several runs' test-set probabilities")
+    ens.add_argument("run_dirs", nargs="+", help="completed run folders (two or more)")
 
     export = sub.add_parser("export", help="export a run's model for TF Serving (models/<name>/<version>/)")
     export.add_argument("--run", required=True, help="a completed run folder")
@@ -95,6 +101,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _predict(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "ensemble":
+        from mnistlab.evaluate import ensemble
+
+        result = ensemble([_completed_run(d)[0] for d in args.run_dirs])
+        for name, accuracy in zip(result["runs"], result["run_accuracies"]):
+            print(f"{name}: {accuracy:.4f}")
+        print(f"ensemble of {len(result['runs'])}: {result['ensemble_accuracy']:.4f}")
+        return 0
     if args.command == "rerun":
         from mnistlab.train import rerun
 
@@ -118,6 +132,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from mnistlab.batch import run_all
 
         models = [m.strip() for m in args.models.split(",")] if args.models else None
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set augment=True")
+            overrides[key.strip()] = value.strip()
         print(run_all(models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, workers=args.workers,
                       scheduler=args.scheduler, **overrides))
         return 0

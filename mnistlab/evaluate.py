@@ -87,3 +87,24 @@ def write_evaluation(run_dir: Path, x_test: np.ndarray, y_test: np.ndarray, prob
                       ("misclassified.png", plot_misclassified(x_test, y_test, probabilities, class_names))):
         fig.savefig(run_dir / name, dpi=100)
         plt.close(fig)
+
+
+def ensemble(run_dirs) -> dict:
+    """Average the test-set class probabilities of several runs (their predictions.npz) and
+    score the average. All runs must have predicted the same test labels in the same order.
+
+    Returns {"runs": [...], "run_accuracies": [...], "ensemble_accuracy": float}. Raises
+    ValueError for fewer than two runs or runs of different test sets.
+    """
+    run_dirs = [Path(d) for d in run_dirs]
+    if len(run_dirs) < 2:
+        raise ValueError(f"an ensemble needs at least two runs, got {len(run_dirs)}")
+    predictions = [load_predictions(d / "predictions.npz") for d in run_dirs]
+    y_true = predictions[0]["y_true"]
+    for d, p in zip(run_dirs, predictions):
+        if not np.array_equal(p["y_true"], y_true):
+            raise ValueError(f"{d} was scored on other test labels than {run_dirs[0]}: not the same test set")
+    mean = np.mean([p["probabilities"] for p in predictions], axis=0)
+    return {"runs": [d.name for d in run_dirs],
+            "run_accuracies": [float(np.mean(p["y_pred"] == y_true)) for p in predictions],
+            "ensemble_accuracy": float(np.mean(mean.argmax(axis=1) == y_true))}

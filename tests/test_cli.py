@@ -39,3 +39,11 @@ def test_bad_input_exits_2_before_training(tmp_path):
         out = run_cli("train", *args, "--runs-dir", str(tmp_path))
         assert out.returncode == 2 and message in out.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_run_all_set_refuses_unknown_keys(tmp_path):
+    out = run_cli("run-all", "--models", "slp", "--runs-dir", str(tmp_path), "--set", "augmnt=True")
+    assert out.returncode == 2 and "Unknown config key(s) 'augmnt'" in out.stderr
+    out = run_cli("run-all", "--models", "slp", "--runs-dir", str(tmp_path), "--set", "augment")
+    assert out.returncode == 2 and "expected KEY=VALUE" in out.stderr
+    assert not any(tmp_path.iterdir())

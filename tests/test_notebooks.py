@@ -36,7 +36,7 @@ def test_run_all_smoke(tmp_path, real_data_dir, monkeypatch):
     for run_dir in run_dirs:
         executed = nbformat.read(run_dir / "train_model.ipynb", as_version=4)
         injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert "limit = 300" in injected[0].source
+        assert '"limit": 300' in injected[0].source
         assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 1
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert summary.model.tolist() == ["slp", "cnn"] and summary.test_accuracy.between(0, 1).all()

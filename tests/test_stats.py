@@ -74,3 +74,20 @@ def test_pairwise_with_holm_and_verdicts():
     assert verdicts.loc[("good", "bad"), "significant_all_seeds"]
     assert not verdicts.loc[("good", "same"), "significant_all_seeds"]
     assert verdicts.loc[("good", "bad"), "n_seeds"] == 2
+
+
+def test_ensemble_of_runs(tmp_path):
+    from mnistlab.evaluate import ensemble, save_predictions
+
+    y = np.array([0, 1, 2, 3])
+    # Each run is wrong on one image, with a weak vote; together they are right on all four.
+    a = np.eye(4, 10)[[0, 1, 2, 0]] * 0.6 + 0.04
+    b = np.eye(4, 10)[[0, 1, 1, 3]] * 0.6 + 0.04
+    c = np.eye(4, 10)[[0, 2, 2, 3]] * 0.6 + 0.04
+    for name, p in zip("abc", (a, b, c)):
+        (tmp_path / name).mkdir()
+        save_predictions(tmp_path / name / "predictions.npz", y, p)
+    result = ensemble([tmp_path / n for n in "abc"])
+    assert result["run_accuracies"] == [0.75, 0.75, 0.75] and result["ensemble_accuracy"] == 1.0
+    with pytest.raises(ValueError, match="at least two runs"):
+        ensemble([tmp_path / "a"])
