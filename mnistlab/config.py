@@ -165,6 +165,9 @@ def make_config(model: str = "slp", **overrides) -> TrainConfig:
         if value is None and type(None) not in typing.get_args(_TYPES[key]):
             continue
         values[key] = _coerce(key, value)
+    if overrides.get("lr_warmup_epochs") is None and values["lr_warmup_epochs"] >= values.get("epochs", 1) >= 1:
+        # A short run (a smoke test) keeps the recipe's shape: warm up over a tenth of it.
+        values["lr_warmup_epochs"] = values["epochs"] / 10
     return validate(TrainConfig(**values))
 
 

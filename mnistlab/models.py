@@ -62,8 +62,10 @@ def build_mlp(input_shape=(28, 28), num_classes=10, dropout_rate: float = 0.0) -
     """Multi-layer perceptron: Flatten -> Dense 128 -> 64 -> 32 (ReLU) -> Dense(softmax).
 
     111,146 parameters. With `dropout_rate` > 0, Dropout follows each hidden layer.
-    Recipe: Adam 0.001, 10 epochs, batch 128. The article states no figure in its text (it
-    notes the model overfits); its code gives 97.7% after 10 epochs (measured for issue #2).
+    Recipe: Adam, 10 epochs, batch 128, learning rate warmed up to 0.002 over the first epoch
+    then cosine-decayed to 0 (mnistlab's; the article's constant 0.001 is
+    `lr_schedule="constant", learning_rate=0.001, lr_warmup_epochs=0`). The article states no
+    figure in its text (it notes the model overfits); its code gives 97.7% after 10 epochs.
     """
     model = keras.Sequential([keras.Input(shape=input_shape), layers.Flatten()], name="mlp")
     for units in (128, 64, 32):
@@ -257,7 +259,9 @@ def _registry() -> dict[str, ModelSpec]:
 
     return {
         "slp": ModelSpec(build_slp, Recipe(reported_accuracy=0.92)),
-        "mlp": ModelSpec(build_mlp, Recipe()),  # the article shows its figure only as an image
+        # mnistlab's recipe (issue #6): the article's constant 0.001 gave 0.9748 ± 0.0010 over 3
+        # seeds, one below the 0.975 floor; this cosine gave 0.9798 ± 0.0007.
+        "mlp": ModelSpec(build_mlp, Recipe(learning_rate=0.002, lr_schedule="cosine", lr_warmup_epochs=1.0)),
         "dropout_mlp": ModelSpec(build_dropout_mlp, Recipe(**SEED_DECAY, reported_accuracy=0.97)),
         "cnn": ModelSpec(build_cnn, Recipe()),
         "cnn_linear": ModelSpec(build_cnn_linear, Recipe()),

@@ -89,11 +89,8 @@ def divergence_threshold(num_classes: int) -> float:
     return 2 * math.log(num_classes)
 
 
-def make_callbacks(config: TrainConfig, run_path: Path, state_path: Path, num_classes: int = 10,
-                   steps_per_epoch: int = 1) -> list[keras.callbacks.Callback]:
-    """The recipe's learning-rate schedule, stops on NaN or diverged loss, per-epoch logging
-    (`state_path/history_log.csv`, appended across resumptions), Keras' BackupAndRestore
-    (`state_path/keras/`) and TensorBoard events under `run_path/tensorboard/`."""
+def schedule_callbacks(config: TrainConfig, steps_per_epoch: int) -> list[keras.callbacks.Callback]:
+    """The callback that applies the config's learning-rate schedule (none for "constant")."""
     callbacks: list[keras.callbacks.Callback] = []
     if config.lr_schedule == "exponential":
         # The seed's decay: learning_rate * lr_decay**epoch (0.01 * 0.6**epoch), set before each epoch.
@@ -106,6 +103,15 @@ def make_callbacks(config: TrainConfig, run_path: Path, state_path: Path, num_cl
             decay_steps=config.epochs * steps_per_epoch - warmup_steps,
             warmup_target=config.learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
         callbacks.append(StepSchedule(schedule, steps_per_epoch))
+    return callbacks
+
+
+def make_callbacks(config: TrainConfig, run_path: Path, state_path: Path, num_classes: int = 10,
+                   steps_per_epoch: int = 1) -> list[keras.callbacks.Callback]:
+    """The recipe's learning-rate schedule, stops on NaN or diverged loss, per-epoch logging
+    (`state_path/history_log.csv`, appended across resumptions), Keras' BackupAndRestore
+    (`state_path/keras/`) and TensorBoard events under `run_path/tensorboard/`."""
+    callbacks = schedule_callbacks(config, steps_per_epoch)
     callbacks += [
         keras.callbacks.TerminateOnNaN(),
         StopOnDivergence(divergence_threshold(num_classes)),

@@ -13,12 +13,18 @@ def test_recipe_defaults():
     config = make_config("bn_cnn")
     assert (config.epochs, config.batch_size, config.learning_rate) == (10, 128, 0.01)
     assert (config.lr_schedule, config.lr_decay) == ("exponential", 0.6)
-    assert make_config("mlp").lr_schedule == "constant"
+    assert make_config("slp").lr_schedule == "constant"
+    assert (make_config("mlp").lr_schedule, make_config("mlp").learning_rate) == ("cosine", 0.002)
 
 
 def test_overrides_and_none_keeps_default():
-    config = make_config("mlp", epochs=3, learning_rate=None, limit=None)
+    config = make_config("slp", epochs=3, learning_rate=None, limit=None)
     assert config.epochs == 3 and config.learning_rate == 0.001 and config.limit is None
+
+
+def test_short_runs_shorten_the_recipes_warmup():
+    assert make_config("mlp").lr_warmup_epochs == 1.0
+    assert make_config("mlp", epochs=1).lr_warmup_epochs == 0.1
 
 
 def test_frozen():

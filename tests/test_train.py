@@ -20,7 +20,7 @@ RUN_FILES = {"config.json", "history.csv", "metrics.json", "status.json", "curve
 
 
 def test_one_epoch_writes_every_run_file(tmp_path, tiny_data):
-    config = make_config("mlp", epochs=2, batch_size=32, learning_rate=0.01, verbose=0)
+    config = make_config("mlp", epochs=2, batch_size=32, learning_rate=0.01, lr_schedule="constant", verbose=0)
     run_dir = train_and_evaluate(config, tmp_path, data=tiny_data)
     assert run_dir.parent == tmp_path and run_dir.name.startswith("mlp-")
     assert {p.name for p in run_dir.iterdir()} == RUN_FILES
