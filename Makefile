@@ -67,6 +67,6 @@ bench: setup data
 # warm-up, longer training; three seeds, then the ensemble of their averaged probabilities.
 BEST_EPOCHS ?= 30
 best: setup data
-	$(PY) -m mnistlab run-all --models bn_cnn --seeds 3 --epochs $(BEST_EPOCHS) --runs-dir $(RUNS_DIR)/best \
+	$(PY) -m mnistlab run-all --models bn_cnn --seeds 3 --epochs $(BEST_EPOCHS) --runs-dir $(RUNS_DIR)/best --workers $(WORKERS) \
 		--set augment=True --set lr_schedule=cosine --set learning_rate=0.01 --set lr_warmup_epochs=1 $(RUN_ARGS)
 	$(PY) -m mnistlab ensemble $(RUNS_DIR)/best/bn_cnn-*/
