@@ -50,9 +50,7 @@ smoke: setup data
 
 # One self-contained HTML page (figures inlined) of the last comparison, without the code.
 report: setup
-	@test -f $(RUNS_DIR)/compare_runs.ipynb || { echo "No $(RUNS_DIR)/compare_runs.ipynb: run 'make run-all' first"; exit 2; }
-	$(VENV)/bin/jupyter nbconvert --to html --no-input $(RUNS_DIR)/compare_runs.ipynb --output report.html
-	@echo "wrote $(RUNS_DIR)/report.html"
+	$(PY) -m mnistlab report --notebook $(RUNS_DIR)/compare_runs.ipynb --html $(RUNS_DIR)/report.html
 
 test: setup data
 	$(PY) -m pytest $(PYTEST_ARGS)

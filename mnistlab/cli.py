@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files, any size, dark-on-light or light-on-dark")
     predict.add_argument("--top", type=int, default=3, help="classes to show per image (default: 3)")
 
+    report = sub.add_parser("report", help="render an executed comparison notebook to HTML, code hidden")
+    report.add_argument("--notebook", default="runs/compare_runs.ipynb", help="default: runs/compare_runs.ipynb")
+    report.add_argument("--html", default="runs/report.html", help="default: runs/report.html")
+
     ens = sub.add_parser("ensemble", help="score the average of several runs' test-set probabilities")
     ens.add_argument("run_dirs", nargs="+", help="completed run folders (two or more)")
 
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ValueError, RuntimeError, FileExistsError) as e:
+    except (ValueError, RuntimeError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -101,6 +105,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _predict(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "report":
+        from mnistlab.report import render_report
+
+        print(render_report(args.notebook, args.html))
+        return 0
     if args.command == "ensemble":
         from mnistlab.evaluate import ensemble
 

@@ -48,6 +48,12 @@ def test_run_all_smoke(tmp_path, real_data_dir, monkeypatch):
         assert (tmp_path / figure).stat().st_size > 10_000, figure
     assert not list((tmp_path / ".notebooks").glob("*.ipynb"))
 
+    from mnistlab.report import render_report
+
+    html = render_report(compare, tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64") >= 3  # figures inlined: one file to open
+    assert "pairwise_mcnemar(" not in html and "absl::InitializeLog" not in html  # no code, no TF log
+
 
 def test_failing_notebook_shows_the_cells_error(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="No model named 'nope' found"):
