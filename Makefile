@@ -1,4 +1,4 @@
-# mnistlab: `make run-all` trains the zoo and compares it; `make test` runs the tests.
+# mnistlab: `make run-all` trains the models and compares them; `make test` runs the tests.
 # Every target sets up what it needs (venv, kernel, data) first, so a fresh clone needs nothing else.
 
 PYTHON ?= python3
@@ -16,7 +16,8 @@ RUN_ARGS ?=
 .PHONY: help setup data run-all smoke test jupyter report bench best
 
 help:
-	@echo "make run-all   train every model on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
+	@echo "make run-all   train the core six models on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
+	@echo "               MODELS=all for the whole zoo of eleven, MODELS=cnn,bn_cnn for some"
 	@echo "make report    render runs/compare_runs.ipynb to runs/report.html (code hidden)"
 	@echo "make bench     throughput vs the seed article's pipeline, GFLOP/s, time to accuracy, memory (bench/results.md)"
 	@echo "make best      bn_cnn with augmentation and a cosine schedule, 3 seeds, then their ensemble (runs/best/)"
@@ -25,7 +26,7 @@ help:
 	@echo "make jupyter   JupyterLab on notebooks/ with the project's kernel"
 	@echo "make setup     create $(VENV), install requirements and the 'mnistlab' Jupyter kernel"
 	@echo "make data      copy MNIST and Fashion-MNIST from DATA_MIRROR ($(DATA_MIRROR)) or download them; verify"
-	@echo "options: SEEDS=N MODELS=a,b FORCE=1 WORKERS=N DASK_SCHEDULER=tcp://host:port RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
+	@echo "options: SEEDS=N MODELS=core|all|a,b FORCE=1 WORKERS=N DASK_SCHEDULER=tcp://host:port RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
 	@echo "run-all is incremental: configs with a completed run are skipped (FORCE=1 re-runs), interrupted runs resume"
 
 setup: $(VENV)/.installed

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mnistlab.config import config_hash, make_config
 from mnistlab.data import PROJECT_DIR
-from mnistlab.models import MODELS
+from mnistlab.models import expand_model_names
 from mnistlab.runs import completed_runs_by_hash, new_run_name, resolve_runs_dir, write_json
 
 NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
@@ -82,7 +82,8 @@ def train_one(run_name: str, parameters: dict, runs_dir: Path, log_output: bool 
 def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.PathLike | None = None,
             log_output: bool = True, force: bool = False, workers: int = 1, scheduler: str | None = None,
             **overrides) -> Path:
-    """Train every model (default: the whole zoo) `seeds` times via train_model.ipynb, then
+    """Train every model of `models` (names or groups, see mnistlab.models.expand_model_names;
+    default: the "core" comparison) `seeds` times via train_model.ipynb, then
     execute compare_runs.ipynb. `overrides` (epochs, limit, ...) apply to every run.
 
     Every config is validated before the first notebook starts, so a bad parameter costs no
@@ -96,7 +97,7 @@ def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.
     ("tcp://host:port") sends them to an existing Dask cluster whose workers can import
     mnistlab and see `runs_dir`. Returns the executed comparison notebook's path.
     """
-    models = list(MODELS) if not models else models
+    models = expand_model_names(models)
     for key, value in (("seeds", seeds), ("workers", workers)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--datasets", default="mnist,fashion_mnist", help="comma-separated (default: both)")
 
     run_all = sub.add_parser("run-all", help="train every model through train_model.ipynb, then compare_runs.ipynb")
-    run_all.add_argument("--models", default=None, help="comma-separated model names (default: the whole zoo)")
+    run_all.add_argument("--models", default=None,
+                         help="comma-separated model names or groups: core (the default: slp, mlp, dropout_mlp, "
+                              "cnn, cnn_linear, bn_cnn), all (the whole zoo)")
     run_all.add_argument("--seeds", type=int, default=1, help="runs per model, seeds 0..N-1 (default: 1)")
     _add_run_options(run_all)
     run_all.add_argument("--runs-dir", default=None, help="parent folder of run folders (default: the project's runs/)")
@@ -140,7 +142,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run-all":
         from mnistlab.batch import run_all
 
-        models = [m.strip() for m in args.models.split(",")] if args.models else None
+        models = args.models
         for item in args.set:
             key, sep, value = item.partition("=")
             if not sep:

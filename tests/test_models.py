@@ -83,3 +83,14 @@ def test_augmentation_only_in_training():
     assert np.allclose(model(x, training=False).numpy(), base(x, training=False).numpy())
     assert not np.allclose(model(x, training=True).numpy(), base(x, training=False).numpy())
     assert model.count_params() == base.count_params()
+
+
+def test_model_groups_expand_in_order_without_duplicates():
+    from mnistlab.models import CORE_MODELS, expand_model_names
+
+    assert expand_model_names(None) == expand_model_names("") == list(CORE_MODELS)
+    assert expand_model_names("all") == list(MODELS)
+    assert expand_model_names("bn_cnn, core") == ["bn_cnn", "slp", "mlp", "dropout_mlp", "cnn", "cnn_linear"]
+    assert expand_model_names(["pool_cnn", "pool_cnn"]) == ["pool_cnn"]
+    with pytest.raises(ValueError, match=r"No model named 'cor' found; .*groups: core, all"):
+        expand_model_names("cor")
