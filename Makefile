@@ -13,13 +13,14 @@ MODELS ?=
 # Extra options for `python -m mnistlab run-all`, e.g. RUN_ARGS="--epochs 3".
 RUN_ARGS ?=
 
-.PHONY: help setup data run-all smoke test jupyter report bench best
+.PHONY: help setup data run-all smoke test jupyter report bench bench-levers best
 
 help:
 	@echo "make run-all   train the core six models on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
 	@echo "               MODELS=all for the whole zoo of eleven, MODELS=cnn,bn_cnn for some"
 	@echo "make report    render runs/compare_runs.ipynb to runs/report.html (code hidden)"
 	@echo "make bench     throughput vs the seed article's pipeline, GFLOP/s, time to accuracy, memory (bench/results.md)"
+	@echo "make bench-levers  what each throughput lever gives cnn and bn_cnn, and their convolutions' GFLOP/s (bench/levers.md)"
 	@echo "make best      bn_cnn with augmentation and a cosine schedule, 3 seeds, then their ensemble (runs/best/)"
 	@echo "make smoke     the same on 300 images and one epoch, into runs/smoke/"
 	@echo "make test      the test suite (pytest)"
@@ -61,6 +62,9 @@ jupyter: setup data
 
 bench: setup data
 	$(PY) bench/bench.py $(BENCH_ARGS)
+
+bench-levers: setup data
+	$(PY) bench/levers.py $(BENCH_ARGS)
 
 # The accuracy recipe: bn_cnn, augmentation (rotations, shifts, zooms), cosine schedule with
 # warm-up, longer training; three seeds, then the ensemble of their averaged probabilities.

@@ -34,12 +34,14 @@ from mnistlab.config import make_config
 from mnistlab.data import load_dataset
 from mnistlab.models import MODELS, build_model
 from mnistlab.pipeline import create_training_ds
-from mnistlab.train import schedule_callbacks
+from mnistlab.train import dtype_policy, schedule_callbacks
 
 BENCH_DIR = Path(__file__).resolve().parent
 TARGETS = {"mlp": 0.975, "cnn": 0.985, "bn_cnn": 0.990}  # validation accuracy, from issue #6
 # The seed article's recipes where mnistlab's default differs (Adam 0.001 constant otherwise).
-SEED_RECIPES = {"mlp": {"learning_rate": 0.001, "lr_schedule": "constant", "lr_warmup_epochs": 0.0}}
+_ARTICLE = {"learning_rate": 0.001, "lr_schedule": "constant", "lr_warmup_epochs": 0.0, "epochs": 10,
+            "precision": "float32"}
+SEED_RECIPES = {"mlp": _ARTICLE, "cnn": _ARTICLE, "bn_cnn": {"precision": "float32"}}
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -101,7 +103,8 @@ def throughput(model_name: str, data, style: str, steps: int, repeats: int, jit_
     """Steady-state training images/s of `model_name` with the "mnistlab" or "seed" pipeline."""
     keras.utils.set_random_seed(0)
     config = make_config(model_name)
-    model = build_model(model_name)
+    with dtype_policy("float32" if style == "seed" else config.precision):  # the seed is float32
+        model = build_model(model_name)
     batch = config.batch_size
     if style == "seed":
         ds = seed_training_ds(data.x_train / 255.0, data.y_train, batch)
@@ -120,10 +123,11 @@ def time_to_target(model_name: str, data, style: str, target: float, max_epochs:
     (nan, 0) if not reached in `max_epochs`. mnistlab's recipe against the seed's."""
     keras.utils.set_random_seed(0)
     config = make_config(model_name)
-    model = build_model(model_name)
-    timer = EpochTimer()
     seed_config = make_config(model_name, **SEED_RECIPES.get(model_name, {}))
     used = seed_config if style == "seed" else config
+    with dtype_policy(used.precision):
+        model = build_model(model_name)
+    timer = EpochTimer()
     callbacks = schedule_callbacks(used, len(data.x_train) // used.batch_size)
     x_val = data.x_val.astype(np.float32) / 255.0
     if style == "seed":
@@ -137,7 +141,7 @@ def time_to_target(model_name: str, data, style: str, target: float, max_epochs:
         model.compile(optimizer=keras.optimizers.Adam(used.learning_rate), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], steps_per_execution=config.steps_per_execution)
     elapsed = 0.0
-    for epoch in range(max_epochs):
+    for epoch in range(min(max_epochs, used.epochs)):  # a schedule is defined over its recipe's epochs
         model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps, callbacks=callbacks + [timer],
                   verbose=0)
         elapsed += timer.seconds[-1]

@@ -43,7 +43,7 @@ def build_classifier(input_dim: int = 784, num_classes: int = 10) -> keras.Model
         keras.Input(shape=(input_dim,)),
         layers.Dense(256, activation="tanh"),
         layers.Dense(128, activation="tanh"),
-        layers.Dense(num_classes, activation="softmax"),
+        layers.Dense(num_classes, activation="softmax", dtype="float32"),  # float32 under mixed precision
     ], name="classifier")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -150,6 +151,18 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Build layers under the Keras dtype policy `name` ("float32", "mixed_bfloat16"); the
+    global policy is restored afterwards (a layer keeps the policy it was created with)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     """The config's optimizer at its (initial) learning rate; a schedule callback may change it."""
     if config.optimizer == "adadelta":
@@ -211,7 +224,7 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike = DEFAUL
         tf.config.experimental.enable_op_determinism()
     spec = get_spec(config.model)
     strategy = make_strategy(config.strategy)
-    with strategy.scope():  # variables are created (mirrored, for a distributed strategy) here
+    with strategy.scope(), dtype_policy(config.precision):  # variables are created here (mirrored, for a strategy)
         model = build_model(config.model, input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
         add_weight_regularization(model, l1=config.l1, l2=config.l2)
         if config.augment:

@@ -60,6 +60,7 @@ def test_unknown_key_is_named():
     ({"lr_schedule": "one_cycle"}, "lr_schedule='one_cycle' is unknown"),
     ({"strategy": "tpu"}, "strategy='tpu' is unknown"),
     ({"optimizer": "sgd"}, "optimizer='sgd' is unknown"),
+    ({"precision": "float16"}, "precision='float16' is unknown; use one of float32, mixed_bfloat16"),
     ({"lr_warmup_epochs": 10}, "lr_warmup_epochs must be in"),
 ])
 def test_invalid_values_are_refused(overrides, message):
@@ -80,3 +81,31 @@ def test_run_names_that_escape_are_refused(name):
 
 def test_plain_run_name_is_accepted():
     assert check_run_name("mlp-20261122-000000-ab12") == "mlp-20261122-000000-ab12"
+
+
+def test_precision_changes_the_hash_but_float32_keeps_the_old_one():
+    import hashlib
+    import json
+
+    from mnistlab.config import config_hash
+
+    config = make_config("cnn", precision="float32")
+    assert config_hash(make_config("cnn", precision="mixed_bfloat16")) != config_hash(config)
+    # Runs recorded before `precision` existed keep their hash (run-all still skips them).
+    before = {k: v for k, v in config.to_dict().items()
+              if k not in ("verbose", "steps_per_execution", "threads", "precision")}
+    assert config_hash(config) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def test_auto_precision_follows_the_cpu_flags(tmp_path):
+    from mnistlab.config import auto_precision
+
+    with_amx, plain = tmp_path / "amx", tmp_path / "plain"
+    with_amx.write_text("flags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n")
+    plain.write_text("flags\t\t: fpu sse avx2 fma\n")
+    assert auto_precision(str(with_amx)) == "mixed_bfloat16"
+    assert auto_precision(str(plain)) == "float32"
+    assert auto_precision(str(tmp_path / "missing")) == "float32"
+    assert make_config("bn_cnn").precision == auto_precision()  # the recipe says "auto"
+    assert make_config("bn_cnn", precision="float32").precision == "float32"
+    assert make_config("slp").precision == "float32"

@@ -110,3 +110,18 @@ def test_cosine_schedule_with_warmup(tmp_path, tiny_data):
     # At the start of each epoch: warm-up start (a tenth), the peak, then the cosine a third and
     # two thirds through its 30 decay steps: 0.01 * (1 + cos(pi/3)) / 2 and 0.01 * (1 + cos(2pi/3)) / 2.
     assert history.learning_rate.tolist() == pytest.approx([0.001, 0.01, 0.0075, 0.0025], rel=1e-4)
+
+
+def test_mixed_bfloat16_precision(tmp_path, tiny_data):
+    from mnistlab.runs import load_model
+
+    config = make_config("cnn", epochs=1, precision="mixed_bfloat16", verbose=0)
+    run_dir = train_and_evaluate(config, tmp_path, data=tiny_data)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build
+    model = load_model(run_dir)
+    convolution = next(layer for layer in model.layers if layer.name.startswith("conv2d"))
+    assert convolution.compute_dtype == "bfloat16" and convolution.kernel.dtype == "float32"
+    assert model.layers[-1].compute_dtype == "float32"  # the softmax head stays float32
+    probabilities = model.predict(tiny_data.x_test[:4] / 255.0, verbose=0)
+    assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert json.loads((run_dir / "metrics.json").read_text())["test_accuracy"] >= 0
