@@ -35,7 +35,7 @@ def test_levers_measure_in_their_own_process(real_data_dir, monkeypatch):
     import levers
 
     monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
-    assert levers.measure_in_process("slp", "oneDNN off", steps=3) > 0  # a subprocess with the env var set
+    assert levers.measure_in_process("slp", "float32, oneDNN off", steps=3) > 0  # a subprocess with the env var set
     rows = levers.conv_gflops(batch=2, repeats=1)
     assert [r["convolution"] for r in rows] == ["1->12 3x3 /1", "12->24 6x6 /2", "24->32 6x6 /2"]
     assert all(r["train_ms"] > 0 for r in rows)
