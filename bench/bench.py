@@ -99,10 +99,12 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def throughput(model_name: str, data, style: str, steps: int, repeats: int, jit_compile=False) -> float:
-    """Steady-state training images/s of `model_name` with the "mnistlab" or "seed" pipeline."""
+def throughput(model_name: str, data, style: str, steps: int, repeats: int, jit_compile=False,
+               **overrides) -> float:
+    """Steady-state training images/s of `model_name` with the "mnistlab" or "seed" pipeline.
+    `overrides` (batch_size, precision, steps_per_execution) change mnistlab's config."""
     keras.utils.set_random_seed(0)
-    config = make_config(model_name)
+    config = make_config(model_name, **overrides)
     with dtype_policy("float32" if style == "seed" else config.precision):  # the seed is float32
         model = build_model(model_name)
     batch = config.batch_size

@@ -38,39 +38,19 @@ LEVERS = {
 CONVS = [(28, 1, 12, 3, 1), (28, 12, 24, 6, 2), (14, 24, 32, 6, 2)]
 
 
-def measure_one(model_name: str, steps: int, style: str = "mnistlab", steps_per_execution: int | None = None,
-                inter_op: int = 0, jit_compile: bool = False, batch_size: int | None = None,
-                precision: str | None = None) -> float:
-    """Steady-state images/s of one configuration (median of 3 timed epochs after a warm-up)."""
+def measure_one(model_name: str, steps: int, style: str = "mnistlab", inter_op: int = 0, jit_compile: bool = False,
+                **overrides) -> float:
+    """Steady-state images/s of one configuration (bench.throughput: median of 3 timed epochs
+    after a warm-up); `inter_op` must be set before TensorFlow runs anything, hence a process each."""
     import tensorflow as tf
 
     if inter_op:
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-    import keras
-
     import bench
-    from mnistlab.config import make_config
     from mnistlab.data import load_dataset
-    from mnistlab.models import build_model
-    from mnistlab.pipeline import create_training_ds
-    from mnistlab.train import dtype_policy
 
-    data = load_dataset()
-    config = make_config(model_name)
-    batch = batch_size or config.batch_size
-    keras.utils.set_random_seed(0)
-    with dtype_policy("float32" if style == "seed" else precision or config.precision):
-        model = build_model(model_name)
-    if style == "seed":
-        ds = bench.seed_training_ds(data.x_train / 255.0, data.y_train, batch)
-        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    else:
-        ds = create_training_ds(data.x_train, data.y_train, batch, seed=0).repeat()
-        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                      steps_per_execution=steps_per_execution or config.steps_per_execution, jit_compile=jit_compile)
-    timer = bench.EpochTimer()
-    model.fit(ds, epochs=4, steps_per_epoch=steps, callbacks=[timer], verbose=0)
-    return steps * batch / statistics.median(timer.seconds[1:])
+    return bench.throughput(model_name, load_dataset(), style, steps, repeats=3, jit_compile=jit_compile,
+                            **overrides)
 
 
 def measure_in_process(model_name: str, lever: str, steps: int) -> float:
