@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -180,6 +181,7 @@ def make_config(model: str = "slp", **overrides) -> TrainConfig:
     return validate(TrainConfig(**values))
 
 
+@functools.lru_cache(maxsize=None)  # make_config runs for every run listed: read the CPU's flags once
 def auto_precision(cpuinfo: str = "/proc/cpuinfo") -> str:
     """"mixed_bfloat16" on a CPU-only machine whose CPU has bfloat16 matrix units (the
     `amx_bf16` or `avx512_bf16` flags of Linux's /proc/cpuinfo), else "float32".
