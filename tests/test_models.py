@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from mnistlab.models import MODELS, build_model
+from mnistlab.models import MODELS, FusedBatchNormalization, build_model
 
 # Counted by hand from the seed architectures (see each builder's docstring).
 EXPECTED_PARAMS = {
@@ -94,3 +96,34 @@ def test_model_groups_expand_in_order_without_duplicates():
     assert expand_model_names(["pool_cnn", "pool_cnn"]) == ["pool_cnn"]
     with pytest.raises(ValueError, match=r"No model named 'cor' found; .*groups: core, all"):
         expand_model_names("cor")
+
+
+@pytest.mark.parametrize("shape", [(16, 5, 5, 3), (16, 7)])
+def test_fused_batch_norm_matches_keras(shape):
+    # Same output, gradients and moving statistics as Keras' layer in training; same inference.
+    x = tf.random.stateless_normal(shape, seed=(1, 2)) * 3.0 + 1.0
+    fused, reference = FusedBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    fused.build(shape)
+    reference.build(shape)
+    for layer in (fused, reference):  # non-trivial scale and offset
+        layer.gamma.assign(np.linspace(0.5, 2.0, shape[-1]))
+        layer.beta.assign(np.linspace(-1.0, 1.0, shape[-1]))
+    results = []
+    for layer in (fused, reference):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.range(shape[-1], dtype=tf.float32))
+        grads = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+        results.append([y, *grads, layer.moving_mean, layer.moving_variance, layer(x, training=False)])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_batch_norm_in_bn_cnn_saves_and_loads(tmp_path):
+    model = build_model("bn_cnn")
+    assert sum(isinstance(layer, FusedBatchNormalization) for layer in model.layers) == 4
+    x = np.random.default_rng(0).random((4, 28, 28), dtype=np.float32)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
