@@ -2,12 +2,14 @@
 
 For `cnn` and `bn_cnn` at batch 128, steady-state training images/s of: the seed-style
 reference (bench.py); mnistlab's pipeline and step in float32 and in mixed bfloat16 (which runs
-on the AMX units of CPUs that have them); and, each against mnistlab's float32 figure,
+on the AMX units of CPUs that have them); for bn_cnn, Keras' own BatchNormalization in place of
+mnistlab's FusedBatchNormalization; and, each against mnistlab's float32 figure,
 steps_per_execution 1 instead of 32, one inter-op thread, oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)
 and XLA (jit_compile). Every figure comes from its own process, so thread and oneDNN settings
-take effect, and the list is measured `--rounds` times in alternating order: the median per lever is printed with its spread. Then the convolutions
-of `bn_cnn` alone, forward and backward at batch 128, in GFLOP/s against numpy's matmul rate:
-where the time of a training step goes. Writes bench/levers.csv and bench/levers.md.
+take effect, and the list is measured `--rounds` times in alternating order: the median per
+lever is printed with its spread. Then the convolutions of `bn_cnn` alone, forward and backward
+at batch 128, in GFLOP/s against numpy's matmul rate: where the time of a training step goes.
+Writes bench/levers.csv and bench/levers.md.
 
     .venv/bin/python bench/levers.py [--models cnn,bn_cnn] [--rounds 2] [--steps 48]
 """
@@ -15,6 +17,7 @@ where the time of a training step goes. Writes bench/levers.csv and bench/levers
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -29,6 +32,9 @@ LEVERS = {
     "seed-style reference": ({}, {"style": "seed"}),
     "mnistlab, float32": ({}, {"precision": "float32"}),
     "mnistlab, mixed_bfloat16": ({}, {"precision": "mixed_bfloat16"}),
+    # bn_cnn only: Keras' own BatchNormalization instead of mnistlab's fused one.
+    "mixed_bfloat16, Keras BatchNorm": ({}, {"precision": "mixed_bfloat16", "build_args": {"fused_batch_norm": False}}),
+    "float32, Keras BatchNorm": ({}, {"precision": "float32", "build_args": {"fused_batch_norm": False}}),
     "float32, steps_per_execution=1": ({}, {"precision": "float32", "steps_per_execution": 1}),
     "float32, inter-op threads=1": ({}, {"precision": "float32", "inter_op": 1}),
     "float32, oneDNN off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, {"precision": "float32"}),
@@ -51,6 +57,14 @@ def measure_one(model_name: str, steps: int, style: str = "mnistlab", inter_op: 
 
     return bench.throughput(model_name, load_dataset(), style, steps, repeats=3, jit_compile=jit_compile,
                             **overrides)
+
+
+def applies(model_name: str, lever: str) -> bool:
+    """Whether `model_name`'s builder takes the lever's build arguments."""
+    from mnistlab.models import MODELS
+
+    parameters = inspect.signature(MODELS[model_name].build).parameters
+    return all(name in parameters for name in LEVERS[lever][1].get("build_args", {}))
 
 
 def measure_in_process(model_name: str, lever: str, steps: int) -> float:
@@ -113,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         order = list(LEVERS) if round_ % 2 == 0 else list(LEVERS)[::-1]
         for model_name in models:
             for lever in order:
+                if not applies(model_name, lever):
+                    continue
                 value = measure_in_process(model_name, lever, args.steps)
                 results.setdefault((model_name, lever), []).append(value)
                 print(f"round {round_ + 1}/{args.rounds} {model_name:7s} {lever:32s} {value:8.0f} images/s", flush=True)

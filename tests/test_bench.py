@@ -22,6 +22,17 @@ def test_flop_count_of_known_architectures():
     assert bench.training_flops_per_image(cnn) > 3 * first
 
 
+def test_seed_style_reference_uses_keras_layers():
+    # The reference is the article's model: Keras' BatchNormalization, not mnistlab's fused one.
+    import levers
+    from mnistlab.models import FusedBatchNormalization
+
+    layers = bench.seed_model("bn_cnn").layers
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in layers) == 4
+    assert not any(isinstance(layer, FusedBatchNormalization) for layer in layers)
+    assert levers.applies("bn_cnn", "float32, Keras BatchNorm") and not levers.applies("cnn", "float32, Keras BatchNorm")
+
+
 def test_bench_quick_run(tmp_path, real_data_dir, monkeypatch):
     monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
     bench.main(["--models", "slp", "--steps", "5", "--repeats", "1", "--quick", "--out", str(tmp_path)])
