@@ -17,7 +17,7 @@ RUN_ARGS ?=
 
 help:
 	@echo "make run-all   train the core six models on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
-	@echo "               MODELS=all for the whole zoo of eleven, MODELS=cnn,bn_cnn for some"
+	@echo "               MODELS=all for the whole zoo of twelve, MODELS=cnn,bn_cnn for some"
 	@echo "make report    render runs/compare_runs.ipynb to runs/report.html (code hidden)"
 	@echo "make bench     throughput vs the seed article's pipeline, GFLOP/s, time to accuracy, memory (bench/results.md)"
 	@echo "make bench-levers  what each throughput lever gives cnn and bn_cnn, and their convolutions' GFLOP/s (bench/levers.md)"
