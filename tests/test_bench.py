@@ -33,6 +33,22 @@ def test_seed_style_reference_uses_keras_layers():
     assert levers.applies("bn_cnn", "float32, Keras BatchNorm") and not levers.applies("cnn", "float32, Keras BatchNorm")
 
 
+def test_epoch_timer_counts_the_steps_keras_runs():
+    # steps_per_epoch=6 with steps_per_execution=4 on a repeated dataset trains 8 batches, not 6:
+    # images/s must be computed from the counted steps.
+    import numpy as np
+    import tensorflow as tf
+
+    x = np.zeros((64, 28, 28), np.float32)
+    y = np.zeros(64, np.int64)
+    model = build_model("slp")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=4)
+    timer = bench.EpochTimer()
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat(), epochs=2, steps_per_epoch=6,
+              callbacks=[timer], verbose=0)
+    assert timer.steps == [8, 8] and len(timer.seconds) == 2
+
+
 def test_bench_quick_run(tmp_path, real_data_dir, monkeypatch):
     monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
     bench.main(["--models", "slp", "--steps", "5", "--repeats", "1", "--quick", "--out", str(tmp_path)])
