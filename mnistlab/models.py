@@ -209,7 +209,8 @@ def build_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float = 0.2
     ], name="bn_cnn")
 
 
-def build_deep_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float = 0.4) -> keras.Model:
+def build_deep_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float = 0.4,
+                      fused_batch_norm: bool = True) -> keras.Model:
     """A deeper BatchNorm CNN for the accuracy target of issue #6 (`make best`): seven
     convolutions, each Conv -> BatchNorm -> ReLU, no pooling (strided 5x5 convolutions halve the
     size), then Dense(softmax) on the 1x1x128 output. 326,826 parameters (325,994 trainable).
@@ -224,10 +225,11 @@ def build_deep_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float 
     et al. Convolutions have no bias (the BN offset replaces it). About 4x bn_cnn's FLOPs.
     Recipe (mnistlab's): Adam, warm-up 1 epoch to 0.003, cosine to 0, 15 epochs, batch 128;
     `make best` adds augmentation. No figure is quoted from a source for this exact network.
+    `fused_batch_norm`: as in build_bn_cnn.
     """
     def conv(filters, kernel_size, strides=1, padding="valid"):
         return [layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False),
-                FusedBatchNormalization(), layers.Activation("relu")]
+                _batch_norm(fused_batch_norm), layers.Activation("relu")]
 
     return keras.Sequential([
         keras.Input(shape=input_shape),
