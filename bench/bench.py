@@ -3,7 +3,7 @@ fraction of the machine's float32 matmul rate, time to a validation-accuracy tar
 peak memory of a run. A benchmark, not a test: it prints measured ratios and writes
 bench/results.csv and bench/results.md.
 
-    .venv/bin/python bench/bench.py [--models cnn,bn_cnn] [--steps 100] [--repeats 3] [--quick]
+    .venv/bin/python bench/bench.py [--models cnn,bn_cnn] [--steps 64] [--repeats 3] [--quick]
 
 Throughput is steady state: each configuration fits `repeats + 1` epochs of `steps` batches
 and the first (tracing, warm-up) is dropped; the median of the rest is reported. The
@@ -201,7 +201,8 @@ def to_markdown(table: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated (default: the whole zoo)")
-    parser.add_argument("--steps", type=int, default=100, help="batches per timed epoch (default: 100)")
+    parser.add_argument("--steps", type=int, default=64,
+                        help="batches per timed epoch (default: 64, a whole number of executions of 32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs after the warm-up (default: 3)")
     parser.add_argument("--quick", action="store_true", help="skip time-to-accuracy and memory (default: run them)")
     parser.add_argument("--out", default=str(BENCH_DIR), help="folder for results.csv and results.md (default: bench/)")
