@@ -10,6 +10,7 @@ SEEDS ?= 1
 WORKERS ?= 1
 DASK_SCHEDULER ?=
 MODELS ?=
+RECIPE ?=
 # Extra options for `python -m mnistlab run-all`, e.g. RUN_ARGS="--epochs 3".
 RUN_ARGS ?=
 
@@ -27,7 +28,7 @@ help:
 	@echo "make jupyter   JupyterLab on notebooks/ with the project's kernel"
 	@echo "make setup     create $(VENV), install requirements and the 'mnistlab' Jupyter kernel"
 	@echo "make data      copy MNIST and Fashion-MNIST from DATA_MIRROR ($(DATA_MIRROR)) or download them; verify"
-	@echo "options: SEEDS=N MODELS=core|all|a,b FORCE=1 WORKERS=N DASK_SCHEDULER=tcp://host:port RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
+	@echo "options: SEEDS=N MODELS=core|all|a,b RECIPE=mnistlab|article FORCE=1 WORKERS=N DASK_SCHEDULER=tcp://host:port RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
 	@echo "run-all is incremental: configs with a completed run are skipped (FORCE=1 re-runs), interrupted runs resume"
 
 setup: $(VENV)/.installed
@@ -45,7 +46,7 @@ data: setup
 	$(PY) -m mnistlab data $(if $(wildcard $(DATA_MIRROR)),--mirror $(DATA_MIRROR))
 
 run-all: setup data
-	$(PY) -m mnistlab run-all --seeds $(SEEDS) --runs-dir $(RUNS_DIR) --workers $(WORKERS) $(if $(DASK_SCHEDULER),--scheduler $(DASK_SCHEDULER)) $(if $(MODELS),--models $(MODELS)) $(if $(filter 1,$(FORCE)),--force) $(RUN_ARGS)
+	$(PY) -m mnistlab run-all --seeds $(SEEDS) --runs-dir $(RUNS_DIR) --workers $(WORKERS) $(if $(DASK_SCHEDULER),--scheduler $(DASK_SCHEDULER)) $(if $(MODELS),--models $(MODELS)) $(if $(RECIPE),--recipe $(RECIPE)) $(if $(filter 1,$(FORCE)),--force) $(RUN_ARGS)
 
 smoke: setup data
 	$(PY) -m mnistlab run-all --epochs 1 --limit 300 --runs-dir runs/smoke $(if $(MODELS),--models $(MODELS)) $(if $(filter 1,$(FORCE)),--force) $(RUN_ARGS)

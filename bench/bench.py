@@ -30,18 +30,17 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from mnistlab import machine
+from mnistlab.callbacks import ShuffleEpoch
 from mnistlab.config import make_config
 from mnistlab.data import load_dataset
-from mnistlab.models import MODELS, build_model
+from mnistlab.models import build_model
 from mnistlab.pipeline import create_training_ds
-from mnistlab.train import dtype_policy, schedule_callbacks
+from mnistlab.recipes import MODEL_NAMES
+from mnistlab.train import build, compile_model, dtype_policy
 
 BENCH_DIR = Path(__file__).resolve().parent
-TARGETS = {"mlp": 0.975, "cnn": 0.985, "bn_cnn": 0.990}  # validation accuracy, from issue #6
-# The seed article's recipes where mnistlab's default differs (Adam 0.001 constant otherwise).
-_ARTICLE = {"learning_rate": 0.001, "lr_schedule": "constant", "lr_warmup_epochs": 0.0, "epochs": 10,
-            "precision": "float32"}
-SEED_RECIPES = {"mlp": _ARTICLE, "cnn": _ARTICLE, "bn_cnn": {"precision": "float32"}}
+TARGETS = {"mlp": 0.975, "cnn": 0.985, "bn_cnn": 0.990}  # validation accuracy to reach
 # Keras' own layers where mnistlab's builder swaps in a faster equivalent (deep_bn_cnn has no
 # article: its reference is the same network with Keras' BatchNormalization, in the seed's pipeline).
 SEED_BUILD_ARGS = {"bn_cnn": {"fused_batch_norm": False}, "deep_bn_cnn": {"fused_batch_norm": False}}
@@ -82,9 +81,10 @@ def _leaf_layers(model):
 
 
 def seed_model(model_name: str) -> keras.Model:
-    """The architecture as the article builds it: float32, Keras' own layers."""
+    """The architecture as the article builds it: float32, Keras' own layers, inputs scaled
+    before the model (no Rescaling layer)."""
     with dtype_policy("float32"):
-        return build_model(model_name, **SEED_BUILD_ARGS.get(model_name, {}))
+        return build_model(model_name, normalize=False, **SEED_BUILD_ARGS.get(model_name, {}))
 
 
 def seed_training_ds(x, y, batch_size=128):
@@ -121,19 +121,17 @@ def throughput(model_name: str, data, style: str, steps: int, repeats: int, jit_
     `build_args` its builder's arguments (e.g. fused_batch_norm=False)."""
     keras.utils.set_random_seed(0)
     config = make_config(model_name, **overrides)
-    if style == "seed":
-        model = seed_model(model_name)
-    else:
-        with dtype_policy(config.precision):
-            model = build_model(model_name, **(build_args or {}))
     batch = config.batch_size
     if style == "seed":
+        model = seed_model(model_name)
         ds = seed_training_ds(data.x_train / 255.0, data.y_train, batch)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     else:
+        model = build(config, machine.resolve(config)["precision"], **(build_args or {}))
         ds = create_training_ds(data.x_train, data.y_train, batch, seed=0).repeat()
-        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                      steps_per_execution=config.steps_per_execution, jit_compile=jit_compile)
+        compile_model(model, config, steps_per_epoch=steps)
+        if jit_compile:
+            model.jit_compile = True
     timer = EpochTimer()
     model.fit(ds, epochs=repeats + 1, steps_per_epoch=steps, callbacks=[timer], verbose=0)
     return statistics.median(n * batch / seconds for n, seconds in zip(timer.steps[1:], timer.seconds[1:]))
@@ -143,29 +141,26 @@ def time_to_target(model_name: str, data, style: str, target: float, max_epochs:
     """Seconds of training (validation excluded) until val_accuracy >= target, and the epoch;
     (nan, 0) if not reached in `max_epochs`. mnistlab's recipe against the seed's."""
     keras.utils.set_random_seed(0)
-    config = make_config(model_name)
-    seed_config = make_config(model_name, **SEED_RECIPES.get(model_name, {}))
-    used = seed_config if style == "seed" else config
+    # The article's recipe (on the same 55,000 training images) against mnistlab's.
+    used = make_config(model_name, recipe="article" if style == "seed" else "mnistlab", validation_size=5000)
+    timer = EpochTimer()
+    steps_per_epoch = len(data.x_train) // used.batch_size
     if style == "seed":
         model = seed_model(model_name)
-    else:
-        with dtype_policy(used.precision):
-            model = build_model(model_name)
-    timer = EpochTimer()
-    callbacks = schedule_callbacks(used, len(data.x_train) // used.batch_size)
-    x_val = data.x_val.astype(np.float32) / 255.0
-    if style == "seed":
         ds = seed_training_ds(data.x_train / 255.0, data.y_train, used.batch_size)
-        steps = len(data.x_train) // used.batch_size
-        model.compile(optimizer=keras.optimizers.Adam(used.learning_rate), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        steps = steps_per_epoch
+        compile_model(model, used, steps_per_epoch, steps_per_execution=1)
+        x_val = data.x_val.astype(np.float32) / 255.0
     else:
         # As mnistlab trains: one pass over the data per epoch (with steps_per_execution > 1, a
         # steps_per_epoch on a repeated dataset would round each epoch up to whole executions).
-        ds = create_training_ds(data.x_train, data.y_train, config.batch_size, seed=0)
+        model = build(used, machine.resolve(used)["precision"])
+        epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
+        ds = create_training_ds(data.x_train, data.y_train, used.batch_size, seed=0, epoch=epoch_variable)
         steps = None
-        model.compile(optimizer=keras.optimizers.Adam(used.learning_rate), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], steps_per_execution=config.steps_per_execution)
+        compile_model(model, used, steps_per_epoch)
+        x_val = data.x_val
+    callbacks = [] if style == "seed" else [ShuffleEpoch(epoch_variable)]
     elapsed = 0.0
     for epoch in range(min(max_epochs, used.epochs)):  # a schedule is defined over its recipe's epochs
         model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps, callbacks=callbacks + [timer],
@@ -200,7 +195,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated (default: the whole zoo)")
+    parser.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated (default: the whole zoo)")
     parser.add_argument("--steps", type=int, default=64,
                         help="batches per timed epoch (default: 64, a whole number of executions of 32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs after the warm-up (default: 3)")

@@ -1,4 +1,4 @@
-"""`make bench-levers`: what each throughput lever of issue #6 gives the convolutional models.
+"""`make bench-levers`: what each throughput lever gives the convolutional models.
 
 For `cnn` and `bn_cnn` at batch 128, steady-state training images/s of: the seed-style
 reference (bench.py); mnistlab's pipeline and step in float32 and in mixed bfloat16 (which runs
@@ -63,7 +63,7 @@ def applies(model_name: str, lever: str) -> bool:
     """Whether `model_name`'s builder takes the lever's build arguments."""
     from mnistlab.models import MODELS
 
-    parameters = inspect.signature(MODELS[model_name].build).parameters
+    parameters = inspect.signature(MODELS[model_name]).parameters
     return all(name in parameters for name in LEVERS[lever][1].get("build_args", {}))
 
 

@@ -20,7 +20,8 @@ from PIL import Image
 
 from mnistlab.data import load_dataset
 from mnistlab.predict import predict_images
-from mnistlab.runs import load_model, read_json
+from mnistlab.results import load_model
+from mnistlab.runs import read_json
 
 SIZES = [(40, 40), (56, 56), (100, 100), (200, 140), (90, 120), (300, 200)]
 
@@ -47,7 +48,7 @@ def main() -> None:
         results = predict_images(model, paths, class_names, top=1)
     predicted = [r["top"][0][0] if "top" in r else None for r in results]
     rendered = np.mean([p == class_names[label] for p, label in zip(predicted, y)])
-    direct = np.mean(model.predict(x.astype(np.float32) / 255.0, verbose=0).argmax(1) == y)
+    direct = np.mean(model.predict(x, verbose=0).argmax(1) == y)
     blank = sum("error" in r for r in results)
     print(f"{args.count} rendered test digits: accuracy {rendered:.4f} through predict "
           f"(the same digits as 28x28 arrays: {direct:.4f}); {blank} refused as blank")

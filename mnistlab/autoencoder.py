@@ -4,8 +4,8 @@ tanh classifier trained on the autoencoder's outputs.
 
 Adadelta's learning rate is the article's pitfall: the original stand-alone Keras defaulted
 to 1.0, tf.keras (and Keras 3) default to 0.001, with which the article's models "flat out
-refused to converge". mnistlab uses 1.0 for both models, explicitly (tests/test_autoencoder.py
-shows both rates side by side).
+refused to converge". mnistlab's recipe sets 1.0 for both models, explicitly (`learning_rate`
+and `ae_learning_rate`; tests/test_autoencoder.py shows both rates side by side).
 """
 
 from __future__ import annotations
@@ -17,11 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from keras import layers
 
-CODE_UNITS = 64  # size of the compressed code
+CODE_UNITS = 64  # size of the compressed code (architecture)
 HIDDEN_UNITS = 256
-AUTOENCODER_EPOCHS = 10
-NOISE_STDDEV = 0.3  # Gaussian noise added to the [0, 1] inputs when training to denoise
-ADADELTA_LEARNING_RATE = 1.0  # the original Keras default; Keras 3's default is 0.001
 
 
 def build_autoencoder(input_dim: int = 784, code_units: int = CODE_UNITS) -> keras.Model:
@@ -51,10 +48,10 @@ def build_ae_classifier(input_shape=(28, 28), num_classes=10) -> keras.Model:
     """Image -> Flatten -> autoencoder -> classifier, as one model of (batch, 28, 28) float32
     in [0, 1] -> (batch, num_classes). 670,682 parameters.
 
-    Its `pretrain` stage (pretrain_autoencoder) trains and freezes the autoencoder; the main
-    fit then trains only the classifier, on the autoencoder's outputs. Recipe: Adadelta at
-    1.0 for both, 10 + 10 epochs, batch 128. The article reports a reconstruction loss of
-    about 0.025 and no test accuracy.
+    Training first runs `pretrain_autoencoder` (a stage of mnistlab.train), which trains and
+    freezes the autoencoder; the main fit then trains only the classifier, on the autoencoder's
+    outputs. Recipe: Adadelta at 1.0 for both, 10 + 10 epochs, batch 128. The article reports a
+    reconstruction loss of about 0.025 and no test accuracy.
     """
     input_dim = int(np.prod(input_shape))
     return keras.Sequential([
@@ -65,40 +62,40 @@ def build_ae_classifier(input_shape=(28, 28), num_classes=10) -> keras.Model:
     ], name="ae_classifier")
 
 
-def add_noise(x: np.ndarray, rng: np.random.Generator, stddev: float = NOISE_STDDEV) -> np.ndarray:
-    """x: (N, 784) float32 in [0, 1] -> the same plus Gaussian noise, clipped to [0, 1]."""
-    return np.clip(x + rng.normal(0.0, stddev, size=x.shape).astype(np.float32), 0.0, 1.0)
+def add_noise(x: np.ndarray, rng: np.random.Generator, stddev: float, high: float = 1.0) -> np.ndarray:
+    """x: (N, 784) float32 in [0, high] -> the same plus Gaussian noise of `stddev`, clipped to [0, high]."""
+    return np.clip(x + rng.normal(0.0, stddev, size=x.shape).astype(np.float32), 0.0, high)
 
 
-def pretrain_autoencoder(model: keras.Model, data, config, run_path: Path,
-                         epochs: int = AUTOENCODER_EPOCHS) -> dict:
-    """Train `model`'s autoencoder to map noisy training images to clean ones, freeze it, and
-    write `ae_gallery.png` (inputs, noisy inputs, reconstructions) into `run_path`.
+def pretrain_autoencoder(model: keras.Model, data, config, run_path: Path) -> dict:
+    """Train `model`'s autoencoder layer to map noisy training images to clean ones
+    (`config.ae_epochs` epochs of Adadelta at `config.ae_learning_rate`, Gaussian noise of
+    `config.ae_noise_stddev` in [0, 1] pixel units), freeze it, and write `ae_gallery.png`
+    (inputs, noisy inputs, reconstructions) into `run_path`.
 
-    Returns the metrics it adds to metrics.json: reconstruction MSE on clean and on noisy test
-    images, the autoencoder's epochs and learning rate.
+    The autoencoder sees what it sees inside the model: flattened pixels, scaled to [0, 1]
+    unless `config.normalize` is False. Returns the metrics it adds to metrics.json:
+    reconstruction MSE on clean and on noisy test images (in [0, 1] units).
     """
     autoencoder = model.get_layer("autoencoder")
+    high = 1.0 if config.normalize else 255.0
     rng = np.random.default_rng(config.seed)
-    flat = lambda x: x.reshape(len(x), -1).astype(np.float32) / 255.0
+    flat = lambda x: x.reshape(len(x), -1).astype(np.float32) * (high / 255.0)  # noqa: E731
+    noise = config.ae_noise_stddev * high
     x_train, x_val, x_test = flat(data.x_train), flat(data.x_val), flat(data.x_test)
-    autoencoder.compile(optimizer=keras.optimizers.Adadelta(learning_rate=ADADELTA_LEARNING_RATE), loss="mse")
-    validation = (add_noise(x_val, rng), x_val) if len(x_val) else None
-    autoencoder.fit(add_noise(x_train, rng), x_train, epochs=epochs, batch_size=config.batch_size,
-                    validation_data=validation, verbose=config.verbose)
+    autoencoder.compile(optimizer=keras.optimizers.Adadelta(learning_rate=config.ae_learning_rate), loss="mse")
+    validation = (add_noise(x_val, rng, noise, high), x_val) if len(x_val) else None
+    autoencoder.fit(add_noise(x_train, rng, noise, high), x_train, epochs=config.ae_epochs,
+                    batch_size=config.batch_size, validation_data=validation, verbose=0)
     autoencoder.trainable = False  # the classifier's fit must not change it
-    noisy_test = add_noise(x_test, rng)
+    noisy_test = add_noise(x_test, rng, noise, high)
     reconstructed = autoencoder.predict(noisy_test, verbose=0)
-    metrics = {
-        "reconstruction_mse": float(np.mean((autoencoder.predict(x_test, verbose=0) - x_test) ** 2)),
-        "denoising_mse": float(np.mean((reconstructed - x_test) ** 2)),
-        "autoencoder_epochs": epochs,
-        "autoencoder_learning_rate": ADADELTA_LEARNING_RATE,
-    }
-    fig = plot_gallery(x_test[:10], noisy_test[:10], reconstructed[:10], data.x_test.shape[1:])
+    clean = autoencoder.predict(x_test, verbose=0)
+    fig = plot_gallery(x_test[:10] / high, noisy_test[:10] / high, reconstructed[:10] / high, data.x_test.shape[1:])
     fig.savefig(run_path / "ae_gallery.png", dpi=100)
     plt.close(fig)
-    return metrics
+    return {"reconstruction_mse": float(np.mean(((clean - x_test) / high) ** 2)),
+            "denoising_mse": float(np.mean(((reconstructed - x_test) / high) ** 2))}
 
 
 def plot_gallery(clean, noisy, reconstructed, image_shape=(28, 28)) -> plt.Figure:

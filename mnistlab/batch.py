@@ -1,5 +1,6 @@
-"""Batch execution (`make run-all`): run the training notebook per model and seed through
-papermill, keep each executed notebook in its run folder, then run the comparison notebook."""
+"""Batch execution (`make run-all`): run the training notebook once per model and seed through
+papermill, each with one complete, validated config; keep each executed notebook in its run
+folder; then run the comparison notebook."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ import sys
 import time
 from pathlib import Path
 
-from mnistlab.config import config_hash, make_config
+from mnistlab.config import TrainConfig, make_config
 from mnistlab.data import PROJECT_DIR
-from mnistlab.models import expand_model_names
-from mnistlab.runs import completed_runs_by_hash, new_run_name, resolve_runs_dir, write_json
+from mnistlab.machine import available_cores
+from mnistlab.recipes import expand_model_names
+from mnistlab.results import completed_runs_by_hash
+from mnistlab.runs import check_writable, new_run_name, resolve_runs_dir, write_json
 
 NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
 KERNEL_NAME = "mnistlab"  # installed into the venv by `make setup`
+# Keys run-all sets itself, per run: an override of them would make every run the same.
+PLAN_KEYS = ("model", "seed")
 
 
 def check_kernel(kernel_name: str = KERNEL_NAME) -> None:
@@ -50,7 +55,7 @@ def execute_notebook(name: str, output: Path, parameters: dict, log_output: bool
 
 
 def _show_papermill_log() -> None:
-    # papermill logs each cell's output (Keras' epoch lines) at INFO on its own logger.
+    # papermill logs each cell's output (the epoch lines) at INFO on its own logger.
     logger = logging.getLogger("papermill")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stdout)
@@ -59,9 +64,10 @@ def _show_papermill_log() -> None:
         logger.setLevel(logging.INFO)
 
 
-def train_one(run_name: str, parameters: dict, runs_dir: Path, log_output: bool = True,
+def train_one(run_name: str, config: dict, runs_dir: Path, log_output: bool = True,
               progress_bar: bool = True) -> str | None:
-    """Execute train_model.ipynb for one run and keep the executed notebook in its run folder.
+    """Execute train_model.ipynb for one run of `config` (a complete TrainConfig as a dict) and
+    keep the executed notebook in its run folder.
 
     Returns None on success, else a one-line description of the failure (the full cell error
     is printed). Runs in this process, or in a Dask worker for parallel batches.
@@ -70,7 +76,7 @@ def train_one(run_name: str, parameters: dict, runs_dir: Path, log_output: bool 
     failure = None
     try:
         execute_notebook("train_model.ipynb", partial, log_output=log_output, progress_bar=progress_bar,
-                         parameters={**parameters, "runs_dir": str(runs_dir), "run_name": run_name})
+                         parameters={"config": config, "runs_dir": str(runs_dir), "run_name": run_name})
     except Exception as e:  # noqa: BLE001 -- papermill's error names the cell and shows its traceback
         print(f"FAILED {run_name}:\n{e}", file=sys.stderr, flush=True)
         failure = f"{run_name}: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
@@ -79,31 +85,48 @@ def train_one(run_name: str, parameters: dict, runs_dir: Path, log_output: bool 
     return failure
 
 
-def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.PathLike | None = None,
+def plan_runs(models, seeds: int, workers: int = 1, scheduler: str | None = None, **overrides) -> list[TrainConfig]:
+    """The validated config of every run of a batch: each model of `models` (names or groups)
+    with seeds 0..seeds-1 and `overrides` (any config key but model and seed). With `workers` > 1
+    on this machine, each run gets `threads` = cores / workers unless the overrides set it.
+    Raises ValueError naming the first bad model, key or value."""
+    models = expand_model_names(models)
+    for key, value in (("seeds", seeds), ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    for key in PLAN_KEYS:
+        if key in overrides:
+            raise ValueError(f"{key} is set per run by run-all; use --models for models and --seeds N "
+                             f"for seeds 0..N-1, not --set {key}=...")
+    if workers > 1 and not scheduler and overrides.get("threads") is None:
+        overrides["threads"] = max(1, available_cores() // workers)
+    return [make_config(model, seed=seed, **overrides) for model in models for seed in range(seeds)]
+
+
+def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str | os.PathLike | None = None,
             log_output: bool = True, force: bool = False, workers: int = 1, scheduler: str | None = None,
             **overrides) -> Path:
-    """Train every model of `models` (names or groups, see mnistlab.models.expand_model_names;
-    default: the "core" comparison) `seeds` times via train_model.ipynb, then
-    execute compare_runs.ipynb. `overrides` (epochs, limit, ...) apply to every run.
+    """Train every model of `models` (names or groups, see mnistlab.recipes.expand_model_names;
+    default: the "core" comparison) `seeds` times via train_model.ipynb, then execute
+    compare_runs.ipynb. `overrides` (epochs, limit, recipe, ...) apply to every run.
 
     Every config is validated before the first notebook starts, so a bad parameter costs no
-    training time. Incremental: a config (by config_hash) that already has a completed run in
-    `runs_dir` is skipped unless `force`; an interrupted run resumes from its backup. A run
-    whose notebook fails does not stop the others; the failures are raised together (as
-    RuntimeError, each with its cell's error) after the comparison has been written.
+    training time; the notebook trains exactly the config planned here. Incremental: a config
+    (by config hash) that already has a completed run in `runs_dir` is skipped unless `force`;
+    an interrupted run resumes from its backup. A run whose notebook fails does not stop the
+    others; the failures are raised together (as RuntimeError, each with its cell's error) after
+    the comparison has been written.
 
     Parallel: `workers` > 1 runs that many notebooks at once on a Dask LocalCluster (one
     process each, TensorFlow limited to cores / workers threads per run); `scheduler`
     ("tcp://host:port") sends them to an existing Dask cluster whose workers can import
     mnistlab and see `runs_dir`. Returns the executed comparison notebook's path.
     """
-    models = expand_model_names(models)
-    for key, value in (("seeds", seeds), ("workers", workers)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    from mnistlab.train import planned_hash
+
+    plan = plan_runs(models, seeds, workers, scheduler, **overrides)
     runs_dir = resolve_runs_dir(runs_dir)
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 and not scheduler else 0
-    plan = [make_config(model, seed=seed, threads=threads, **overrides) for model in models for seed in range(seeds)]
+    check_writable(runs_dir)
     check_kernel()
     if log_output:
         _show_papermill_log()
@@ -111,21 +134,19 @@ def run_all(models: list[str] | None = None, seeds: int = 1, runs_dir: str | os.
     start = time.perf_counter()
     jobs = []
     for i, config in enumerate(plan, 1):
-        if config_hash(config) in done:
+        completed = done.get(planned_hash(config))
+        if completed:
             print(f"[{i}/{len(plan)}] skip {config.model}, seed {config.seed}: completed as "
-                  f"{done[config_hash(config)]} (FORCE=1 re-runs it)", flush=True)
+                  f"{completed} (FORCE=1 re-runs it)", flush=True)
             continue
-        run_name = new_run_name(config.model)
-        parameters = {"settings": {k: v for k, v in overrides.items() if v is not None},
-                      "model": config.model, "seed": config.seed, "verbose": 2, "threads": threads}
-        jobs.append((i, run_name, config, parameters))
+        jobs.append((i, new_run_name(config.model), config))
     if workers > 1 or scheduler:
         failures = _run_on_dask(jobs, len(plan), runs_dir, workers, scheduler)
     else:
         failures = []
-        for i, run_name, config, parameters in jobs:
+        for i, run_name, config in jobs:
             print(f"[{i}/{len(plan)}] {run_name}: {config.model}, seed {config.seed}", flush=True)
-            failures.append(train_one(run_name, parameters, runs_dir, log_output))
+            failures.append(train_one(run_name, config.to_dict(), runs_dir, log_output))
     failures = [f for f in failures if f]
     output = runs_dir / "compare_runs.ipynb"
     try:
@@ -152,9 +173,9 @@ def _run_on_dask(jobs, total: int, runs_dir: Path, workers: int, scheduler: str 
     with Client(scheduler or cluster) as client:
         print(f"Dask: {client}", flush=True)
         futures = {}
-        for i, run_name, config, parameters in jobs:
+        for i, run_name, config in jobs:
             print(f"[{i}/{total}] submitted {run_name}: {config.model}, seed {config.seed}", flush=True)
-            future = client.submit(train_one, run_name, parameters, runs_dir, False, False, pure=False)
+            future = client.submit(train_one, run_name, config.to_dict(), runs_dir, False, False, pure=False)
             futures[future] = run_name
         failures = []
         for future in as_completed(futures):

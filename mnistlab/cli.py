@@ -1,163 +1,105 @@
-"""Command line: `python -m mnistlab {train,models,data,run-all,rerun} ...`."""
+"""Command line: `python -m mnistlab {train,models,data,run-all,rerun,predict,report,ensemble,export}`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+
+def _key_values(items: list[str]) -> dict:
+    """`--set KEY=VALUE` options as a dict; raises ValueError for an item without '='."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set augment=True")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def _run_overrides(args) -> dict:
+    """The config overrides of the shared run options; --set may name any config key."""
+    named = dict(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                 learning_rate=args.learning_rate, limit=args.limit, recipe=args.recipe)
+    return {**{k: v for k, v in named.items() if v is not None}, **_key_values(args.set)}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="full passes over the training split (default: the model's recipe)")
-    p.add_argument("--batch-size", type=int, help="images per training step (default: the model's recipe, 128)")
-    p.add_argument("--learning-rate", type=float, help="Adam's (initial) learning rate (default: the model's recipe)")
+    p.add_argument("--batch-size", type=int, help="images per training step (default: the model's recipe)")
+    p.add_argument("--learning-rate", type=float, help="the (peak) learning rate (default: the model's recipe)")
     p.add_argument("--limit", type=int, help="use only the first N examples of each split, for smoke runs (default: all)")
-    p.add_argument("--dataset", default="mnist", help="mnist or fashion_mnist (default: mnist)")
+    p.add_argument("--dataset", help="mnist or fashion_mnist (default: mnist)")
+    p.add_argument("--recipe", help="mnistlab (tuned, the default) or article (the source article's settings)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other config key, repeatable: --set augment=True --set lr_schedule=cosine "
+                        "(default: none; `python -m mnistlab models --keys` lists the keys)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mnistlab", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def cmd_train(args) -> int:
+    from mnistlab.config import make_config
+    from mnistlab.results import run_status
+    from mnistlab.train import train_and_evaluate
 
-    train = sub.add_parser("train", help="train one model; prints the run folder as its last line")
-    train.add_argument("--model", required=True, help="a registered model (see `python -m mnistlab models`)")
-    _add_run_options(train)
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    train.add_argument("--runs-dir", default=None, help="parent folder of run folders (default: the project's runs/)")
-    train.add_argument("--run-name", default=None, help="run folder name (default: <model>-<timestamp>-<hex>)")
-
-    sub.add_parser("models", help="list the model zoo with each model's recipe")
-
-    data = sub.add_parser("data", help="copy (or download) and verify the datasets into the data directory")
-    data.add_argument("--mirror", default=None,
-                      help="local folder holding mnist/ and fashion-mnist/ to copy from (default: download)")
-    data.add_argument("--data-dir", default=None, help="destination (default: $MNISTLAB_DATA_DIR or data/)")
-    data.add_argument("--datasets", default="mnist,fashion_mnist", help="comma-separated (default: both)")
-
-    run_all = sub.add_parser("run-all", help="train every model through train_model.ipynb, then compare_runs.ipynb")
-    run_all.add_argument("--models", default=None,
-                         help="comma-separated model names or groups: core (the default: slp, mlp, dropout_mlp, "
-                              "cnn, cnn_linear, bn_cnn), all (the whole zoo)")
-    run_all.add_argument("--seeds", type=int, default=1, help="runs per model, seeds 0..N-1 (default: 1)")
-    _add_run_options(run_all)
-    run_all.add_argument("--runs-dir", default=None, help="parent folder of run folders (default: the project's runs/)")
-    run_all.add_argument("--workers", type=int, default=1,
-                         help="runs at once on a Dask LocalCluster, cores/N threads each (default: 1, no Dask)")
-    run_all.add_argument("--scheduler", default=None,
-                         help="address of an existing Dask scheduler, tcp://host:port (default: none)")
-    run_all.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="any other config key for every run, repeatable: --set augment=True "
-                              "--set lr_schedule=cosine (default: none)")
-    run_all.add_argument("--force", action="store_true",
-                         help="re-run configs that already have a completed run (default: skip them)")
-
-    rerun = sub.add_parser("rerun", help="train again exactly as a recorded run (from its config.json)")
-    rerun.add_argument("run_dir", help="a run folder holding config.json")
-    rerun.add_argument("--run-name", default=None, help="the new run's folder name (default: <model>-<timestamp>-<hex>)")
-
-    predict = sub.add_parser("predict", help="classify PNG/JPEG images of a digit with a trained run's model")
-    predict.add_argument("--run", required=True, help="a completed run folder (holding model.keras)")
-    predict.add_argument("images", nargs="+", help="image files, any size, dark-on-light or light-on-dark")
-    predict.add_argument("--top", type=int, default=3, help="classes to show per image (default: 3)")
-
-    report = sub.add_parser("report", help="render an executed comparison notebook to HTML, code hidden")
-    report.add_argument("--notebook", default="runs/compare_runs.ipynb", help="default: runs/compare_runs.ipynb")
-    report.add_argument("--html", default="runs/report.html", help="default: runs/report.html")
-
-    ens = sub.add_parser("ensemble", help="score the average of several runs' test-set probabilities")
-    ens.add_argument("run_dirs", nargs="+", help="completed run folders (two or more)")
-
-    export = sub.add_parser("export", help="export a run's model for TF Serving (models/<name>/<version>/)")
-    export.add_argument("--run", required=True, help="a completed run folder")
-    export.add_argument("--out", default="models", help="TF Serving model base folder (default: models)")
-    export.add_argument("--version", type=int, default=1, help="model version, a positive integer (default: 1)")
-    export.add_argument("--theta", action="store_true",
-                        help="also write theta1.csv/theta2.csv into the run folder (sigmoid_mlp only)")
-    return parser
+    # One line per epoch when nobody watches a terminal (logs, CI); Keras' progress bar otherwise.
+    overrides = {"verbose": 1 if sys.stdout.isatty() else 2, "seed": args.seed, **_run_overrides(args)}
+    config = make_config(args.model, **overrides)
+    run_dir = train_and_evaluate(config, args.runs_dir, run_name=args.run_name)
+    print(run_dir)
+    if run_status(run_dir) == "diverged":
+        print(f"error: the run diverged (see {run_dir / 'status.json'}); lower the learning rate", file=sys.stderr)
+        return EXIT_DIVERGED
+    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _dispatch(args)
-    except (ValueError, RuntimeError, FileExistsError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def cmd_models(args) -> int:
+    from mnistlab.config import FIELDS, TrainConfig, describe_schedule, make_config
+    from mnistlab.recipes import MODEL_NAMES, SOURCES
 
-
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "models":
-        from mnistlab.models import MODELS
-
-        print(f"{'model':<12} {'epochs':>6} {'batch':>5} {'lr':>7}  schedule            article")
-        for name, spec in MODELS.items():
-            r = spec.recipe
-            schedule = "constant" if r.lr_schedule == "constant" else f"{r.learning_rate}*{r.lr_decay}**epoch"
-            reported = f"{r.reported_accuracy:.3f}" if r.reported_accuracy else "-"
-            print(f"{name:<12} {r.epochs:>6} {r.batch_size:>5} {r.learning_rate:>7}  {schedule:<19} {reported}")
+    if args.keys:
+        for key in FIELDS:
+            print(f"{key:<24} {getattr(TrainConfig, key)!r}")
         return 0
-    if args.command == "data":
-        from mnistlab.data import default_data_dir
-        from mnistlab.fetch import fetch_dataset
+    print(f"{'model':<14} {'epochs':>6} {'batch':>5} {'optimizer':<9} {'precision':<9} {'schedule':<58} article")
+    for name in MODEL_NAMES:
+        c = make_config(name, recipe=args.recipe)
+        reported = f"{SOURCES[name][1]:.4f}" if SOURCES[name][1] else "-"
+        print(f"{name:<14} {c.epochs:>6} {c.batch_size:>5} {c.optimizer:<9} {c.precision:<9} "
+              f"{describe_schedule(c):<58} {reported}")
+    return 0
 
-        for name in args.datasets.split(","):
-            fetch_dataset(name.strip(), args.data_dir or default_data_dir(), mirror=args.mirror)
-        return 0
 
-    if args.command == "predict":
-        return _predict(args)
-    if args.command == "export":
-        return _export(args)
-    if args.command == "report":
-        from mnistlab.report import render_report
+def cmd_data(args) -> int:
+    from mnistlab.data import default_data_dir
+    from mnistlab.fetch import fetch_dataset
 
-        print(render_report(args.notebook, args.html))
-        return 0
-    if args.command == "ensemble":
-        from mnistlab.evaluate import ensemble
+    for name in args.datasets.split(","):
+        fetch_dataset(name.strip(), args.data_dir or default_data_dir(), mirror=args.mirror)
+    return 0
 
-        result = ensemble([_completed_run(d)[0] for d in args.run_dirs])
-        for name, accuracy in zip(result["runs"], result["run_accuracies"]):
-            print(f"{name}: {accuracy:.4f}")
-        print(f"ensemble of {len(result['runs'])}: {result['ensemble_accuracy']:.4f}")
-        return 0
-    if args.command == "rerun":
-        from mnistlab.train import rerun
 
-        print(rerun(args.run_dir, run_name=args.run_name, verbose=1 if sys.stdout.isatty() else 2))
-        return 0
+def cmd_run_all(args) -> int:
+    from mnistlab.batch import run_all
 
-    overrides = dict(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                     learning_rate=args.learning_rate, limit=args.limit)
-    if args.command == "train":
-        from mnistlab.config import make_config
+    print(run_all(args.models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, workers=args.workers,
+                  scheduler=args.scheduler, **_run_overrides(args)))
+    return 0
 
-        # One line per epoch when nobody watches a terminal (logs, CI); a progress bar otherwise.
-        config = make_config(args.model, seed=args.seed, verbose=1 if sys.stdout.isatty() else 2, **overrides)
-        from mnistlab.runs import DEFAULT_RUNS_DIR
-        from mnistlab.train import train_and_evaluate
 
-        run_dir = train_and_evaluate(config, args.runs_dir or DEFAULT_RUNS_DIR, run_name=args.run_name)
-        print(run_dir)
-        return 0
-    if args.command == "run-all":
-        from mnistlab.batch import run_all
+def cmd_rerun(args) -> int:
+    from mnistlab.train import rerun
 
-        models = args.models
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set augment=True")
-            overrides[key.strip()] = value.strip()
-        print(run_all(models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, workers=args.workers,
-                      scheduler=args.scheduler, **overrides))
-        return 0
-    raise AssertionError(args.command)
+    print(rerun(args.run_dir, run_name=args.run_name, verbose=1 if sys.stdout.isatty() else 2))
+    return 0
 
 
 def _completed_run(run: str):
-    from pathlib import Path
-
-    from mnistlab.runs import read_json, run_status
+    from mnistlab.results import run_status
+    from mnistlab.runs import read_json
 
     run_dir = Path(run)
     if not (run_dir / "config.json").is_file():
@@ -167,12 +109,12 @@ def _completed_run(run: str):
     return run_dir, read_json(run_dir / "config.json")
 
 
-def _predict(args) -> int:
+def cmd_predict(args) -> int:
     if args.top < 1:
         raise ValueError(f"--top must be a positive integer, got {args.top}")
     run_dir, recorded = _completed_run(args.run)
     from mnistlab.predict import predict_images
-    from mnistlab.runs import load_model
+    from mnistlab.results import load_model
 
     results = predict_images(load_model(run_dir), args.images, recorded["data"]["class_names"], top=args.top)
     for result in results:
@@ -183,18 +125,114 @@ def _predict(args) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
-def _export(args) -> int:
-    run_dir, recorded = _completed_run(args.run)
-    from mnistlab.export import export_serving, export_theta
-    from mnistlab.runs import load_model
+def cmd_report(args) -> int:
+    from mnistlab.report import render_report
 
+    print(render_report(args.notebook, args.html))
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from mnistlab.evaluate import ensemble
+
+    result = ensemble([_completed_run(d)[0] for d in args.run_dirs])
+    for name, accuracy in zip(result["runs"], result["run_accuracies"]):
+        print(f"{name}: {accuracy:.4f}")
+    print(f"ensemble of {len(result['runs'])}: {result['ensemble_accuracy']:.4f}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    run_dir, recorded = _completed_run(args.run)
+    from mnistlab.config import config_from_record
+    from mnistlab.export import export_serving, export_theta
+    from mnistlab.results import load_model
+
+    config = config_from_record(recorded.get("config"))  # validated: its model name becomes a folder
     model = load_model(run_dir)
-    name = recorded["config"]["model"]
-    print(export_serving(model, args.out, name, args.version))
-    if name == "ae_classifier":  # the article serves its two models separately
+    print(export_serving(model, args.out, config.model, args.version))
+    if config.model == "ae_classifier":  # the article serves its two models separately
         for part in ("autoencoder", "classifier"):
             print(export_serving(model.get_layer(part), args.out, part, args.version))
     if args.theta:
         for path in export_theta(model, run_dir):
             print(path)
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mnistlab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one model; prints the run folder as its last line")
+    train.add_argument("--model", required=True, help="a registered model (see `python -m mnistlab models`)")
+    _add_run_options(train)
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--runs-dir", default=None, help="parent folder of run folders (default: $MNISTLAB_RUNS_DIR or runs/)")
+    train.add_argument("--run-name", default=None, help="run folder name (default: <model>-<timestamp>-<hex>)")
+    train.set_defaults(func=cmd_train)
+
+    models = sub.add_parser("models", help="list the model zoo with each model's recipe and schedule")
+    models.add_argument("--recipe", default="mnistlab", help="mnistlab or article (default: mnistlab)")
+    models.add_argument("--keys", action="store_true", help="list the config keys and their defaults instead")
+    models.set_defaults(func=cmd_models)
+
+    data = sub.add_parser("data", help="copy (or download) and verify the datasets into the data directory")
+    data.add_argument("--mirror", default=None,
+                      help="local folder holding mnist/ and fashion-mnist/ to copy from (default: download)")
+    data.add_argument("--data-dir", default=None, help="destination (default: $MNISTLAB_DATA_DIR or data/)")
+    data.add_argument("--datasets", default="mnist,fashion_mnist", help="comma-separated (default: both)")
+    data.set_defaults(func=cmd_data)
+
+    run_all = sub.add_parser("run-all", help="train every model through train_model.ipynb, then compare_runs.ipynb")
+    run_all.add_argument("--models", default=None,
+                         help="comma-separated model names or groups: core (the default: slp, mlp, dropout_mlp, "
+                              "cnn, cnn_linear, bn_cnn), all (the whole zoo)")
+    run_all.add_argument("--seeds", type=int, default=1, help="runs per model, seeds 0..N-1 (default: 1)")
+    _add_run_options(run_all)
+    run_all.add_argument("--runs-dir", default=None, help="parent folder of run folders (default: $MNISTLAB_RUNS_DIR or runs/)")
+    run_all.add_argument("--workers", type=int, default=1,
+                         help="runs at once on a Dask LocalCluster, cores/N threads each (default: 1, no Dask)")
+    run_all.add_argument("--scheduler", default=None,
+                         help="address of an existing Dask scheduler, tcp://host:port (default: none)")
+    run_all.add_argument("--force", action="store_true",
+                         help="re-run configs that already have a completed run (default: skip them)")
+    run_all.set_defaults(func=cmd_run_all)
+
+    rerun = sub.add_parser("rerun", help="train again exactly as a recorded run (from its config.json)")
+    rerun.add_argument("run_dir", help="a run folder holding config.json")
+    rerun.add_argument("--run-name", default=None, help="the new run's folder name (default: <model>-<timestamp>-<hex>)")
+    rerun.set_defaults(func=cmd_rerun)
+
+    predict = sub.add_parser("predict", help="classify PNG/JPEG images of a digit with a trained run's model")
+    predict.add_argument("--run", required=True, help="a completed run folder (holding model.keras)")
+    predict.add_argument("images", nargs="+", help="image files, any size, dark-on-light or light-on-dark")
+    predict.add_argument("--top", type=int, default=3, help="classes to show per image (default: 3)")
+    predict.set_defaults(func=cmd_predict)
+
+    report = sub.add_parser("report", help="render an executed comparison notebook to HTML, code hidden")
+    report.add_argument("--notebook", default="runs/compare_runs.ipynb", help="default: runs/compare_runs.ipynb")
+    report.add_argument("--html", default="runs/report.html", help="default: runs/report.html")
+    report.set_defaults(func=cmd_report)
+
+    ens = sub.add_parser("ensemble", help="score the average of several runs' test-set probabilities")
+    ens.add_argument("run_dirs", nargs="+", help="completed run folders (two or more)")
+    ens.set_defaults(func=cmd_ensemble)
+
+    export = sub.add_parser("export", help="export a run's model for TF Serving (models/<name>/<version>/)")
+    export.add_argument("--run", required=True, help="a completed run folder")
+    export.add_argument("--out", default="models", help="TF Serving model base folder (default: models)")
+    export.add_argument("--version", type=int, default=1, help="model version, a positive integer (default: 1)")
+    export.add_argument("--theta", action="store_true",
+                        help="also write theta1.csv/theta2.csv into the run folder (sigmoid_mlp only)")
+    export.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError, FileExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT

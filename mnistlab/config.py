@@ -1,70 +1,81 @@
-"""A run's settings: one frozen, typed dataclass, built from a model's recipe plus overrides."""
+"""A run's settings: one frozen, typed dataclass, built from a model's recipe plus overrides.
+
+Pure data: nothing here imports TensorFlow or looks at the machine. What depends on the machine
+(`precision="auto"`, `threads=0`) is resolved when training starts (mnistlab.machine) and
+recorded in config.json beside what was requested.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
 import re
 import typing
 
-from mnistlab.data import DATASETS
-from mnistlab.models import get_spec
+from mnistlab import recipes
 
+DATASET_NAMES = ("mnist", "fashion_mnist")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 OPTIMIZERS = ("adam", "adadelta")
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
-PRECISIONS = ("float32", "mixed_bfloat16")  # and "auto" in a recipe or override, see auto_precision
+PRECISIONS = ("float32", "mixed_bfloat16", "auto")
 TRAIN_IMAGES = 60000  # in both datasets' training files, checked when they are read
-# A run name becomes a folder under runs/: letters, digits, '.', '_', '-'; no separators or '..'.
+MAX_EPOCHS = 10_000
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
+# A run name becomes a folder under the runs folder: letters, digits, '.', '_', '-'; no separators or '..'.
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a run. Build it with `make_config`, which validates.
-
-    The defaults of `epochs`, `batch_size`, `learning_rate`, `lr_schedule`, `lr_decay`,
-    `lr_warmup_epochs`, `optimizer` and `precision` come from the model's recipe
-    (mnistlab.models.MODELS[model].recipe).
-    """
+    """Everything that defines a run. Build it with `make_config`, which applies the model's
+    recipe (mnistlab.recipes) and validates; the defaults here are what a recipe does not change."""
 
     model: str = "slp"
+    recipe: str = "mnistlab"  # "mnistlab" (tuned defaults) or "article" (the source article's settings)
     dataset: str = "mnist"  # "mnist" or "fashion_mnist"
     epochs: int = 10  # full passes over the training split
     batch_size: int = 128  # images per training step
-    learning_rate: float = 0.001  # Adam's (initial) learning rate
-    lr_schedule: str = "constant"  # "constant"; "exponential": learning_rate * lr_decay**epoch;
-    # "cosine": linear warm-up to learning_rate over lr_warmup_epochs, then cosine decay to 0, per step
+    learning_rate: float = 0.001  # the optimizer's (peak) learning rate
+    # "constant"; "exponential": learning_rate * lr_decay**epoch, a staircase over steps;
+    # "cosine": linear warm-up from learning_rate/10 over lr_warmup_fraction of the steps, then cosine to 0.
+    lr_schedule: str = "constant"
     lr_decay: float = 1.0  # per-epoch factor of the exponential schedule
-    lr_warmup_epochs: float = 0.0  # warm-up of the cosine schedule, in epochs
-    seed: int = 0  # seeds weights, shuffling, dropout and the validation split
-    validation_size: int = 5000  # images held out of the 60,000 training images
-    limit: int | None = None  # use only the first N examples of each split (smoke runs)
-    shuffle_buffer: int = 5000  # tf.data shuffle buffer, as in the seed
+    lr_warmup_fraction: float = 0.0  # share of all training steps spent warming up (cosine schedule)
     optimizer: str = "adam"  # "adam" or "adadelta" (the autoencoder article's)
+    seed: int = 0  # seeds weights, shuffling, dropout, augmentation and the validation split
+    validation_size: int = 5000  # images held out of the 60,000 training images (0: train on all)
+    limit: int | None = None  # use only the first N examples of each split (smoke runs)
     l1: float = 0.0  # L1 penalty on every Dense/Conv kernel (0: off)
     l2: float = 0.0  # L2 penalty on every Dense/Conv kernel (0: off)
-    early_stopping_patience: int = 0  # stop after N epochs without a better val_loss and restore the best weights (0: off)
-    normalize: bool = True  # scale pixels to [0, 1]; False feeds raw [0, 255] (tuning study only)
+    early_stopping_patience: int = 0  # stop after N epochs without a better val_loss, restore the best (0: off)
+    normalize: bool = True  # the model scales pixels to [0, 1]; False feeds raw [0, 255] (tuning study)
     augment: bool = False  # random rotations (±10°), shifts and zooms (±10%) of training images
+    ae_epochs: int = 10  # ae_classifier: epochs of the autoencoder's pretraining
+    ae_learning_rate: float = 1.0  # ae_classifier: the autoencoder's Adadelta learning rate (original Keras')
+    ae_noise_stddev: float = 0.3  # ae_classifier: Gaussian noise added to [0, 1] pixels to train denoising
     strategy: str = "default"  # tf.distribute: "default", "mirrored" or "multi_worker_mirrored"
-    threads: int = 0  # TensorFlow intra-op threads (0: all cores); run-all sets cores/WORKERS
+    threads: int = 0  # TensorFlow intra-op threads (0: every core this process may use)
     steps_per_execution: int = 32  # training steps per compiled call: less Python overhead, same result
-    # Keras dtype policy: "mixed_bfloat16" computes in bfloat16 with float32 weights and a float32
-    # softmax; fast only on CPUs with bfloat16 units (AMX, AVX512_BF16) or recent GPUs.
+    # "float32", "mixed_bfloat16" (bfloat16 compute, float32 weights and softmax), or "auto":
+    # bfloat16 where the CPU has bfloat16 units that oneDNN may use, else float32.
     precision: str = "float32"
-    verbose: int = 2  # Keras fit verbosity: 1 progress bar (interactive), 2 one line per epoch
     deterministic: bool = False  # TF op determinism: bit-identical reruns on one machine, slower
+    verbose: int = 2  # 0 silent, 1 Keras' progress bar (interactive), 2 one line per epoch
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _TYPES = typing.get_type_hints(TrainConfig)
+# Proven not to change a run's history or predictions (tests/test_schedules.py): left out of
+# the config hash, so runs that differ only in these count as the same config.
+NOT_RESULT = ("verbose", "steps_per_execution")
+# Settings that do not make a run a different experiment: the seeds of one variant differ only in these.
+NOT_VARIANT = ("seed", "verbose", "steps_per_execution", "threads", "deterministic")
 
 
 def _coerce(key: str, value):
@@ -72,18 +83,16 @@ def _coerce(key: str, value):
     hint = _TYPES[key]
     optional = type(None) in typing.get_args(hint)
     base = next(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
-    if value is None:
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() == "none"):
         if optional:
             return None
         raise ValueError(f"{key} must be a {base.__name__}, not None")
     if base is int:
-        if isinstance(value, bool):
-            raise ValueError(f"{key} must be an integer, got {value!r}")
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
             value = int(value)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{key} must be an integer, got {value!r}")
         return value
     if base is bool:
@@ -107,98 +116,97 @@ def _coerce(key: str, value):
     return value
 
 
+def _one_of(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is unknown; use one of {', '.join(allowed)}")
+
+
+def _in_range(key: str, value, low, high, what: str) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{key} must be {what}, got {value}")
+
+
+def train_images(config: TrainConfig) -> int:
+    """Training images a run of `config` sees per epoch (both datasets have 60,000 to split)."""
+    available = TRAIN_IMAGES - config.validation_size
+    return available if config.limit is None else min(config.limit, available)
+
+
 def validate(config: TrainConfig) -> TrainConfig:
-    """Raise ValueError, naming the setting and the accepted values, for any invalid setting."""
-    get_spec(config.model)  # unknown model: lists the known ones
-    if config.dataset not in DATASETS:
-        raise ValueError(f"dataset={config.dataset!r} is unknown; known datasets: {', '.join(DATASETS)}")
-    if config.threads < 0:
-        raise ValueError(f"threads must be 0 (all cores) or a positive integer, got {config.threads}")
-    for key in ("epochs", "batch_size", "shuffle_buffer", "steps_per_execution"):
-        if getattr(config, key) < 1:
-            raise ValueError(f"{key} must be a positive integer, got {getattr(config, key)}")
-    if not config.learning_rate > 0:
-        raise ValueError(f"learning_rate must be a positive number, got {config.learning_rate}")
-    if config.lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule={config.lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
-    if not 0 <= config.lr_warmup_epochs < config.epochs:
-        raise ValueError(f"lr_warmup_epochs must be in [0, epochs={config.epochs}), got {config.lr_warmup_epochs}")
-    if not 0 < config.lr_decay <= 1:
-        raise ValueError(f"lr_decay must be in (0, 1], got {config.lr_decay}")
-    if config.strategy not in STRATEGIES:
-        raise ValueError(f"strategy={config.strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"precision={config.precision!r} is unknown; use one of {', '.join(PRECISIONS)}, auto")
-    if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={config.optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
-    for key in ("l1", "l2"):
+    """Raise ValueError, naming the setting (or both settings of an inconsistent pair) and the
+    accepted values, for any invalid setting; return `config` otherwise."""
+    recipes.check_model(config.model)
+    _one_of("recipe", config.recipe, recipes.RECIPE_NAMES)
+    _one_of("dataset", config.dataset, DATASET_NAMES)
+    _one_of("lr_schedule", config.lr_schedule, LR_SCHEDULES)
+    _one_of("optimizer", config.optimizer, OPTIMIZERS)
+    _one_of("strategy", config.strategy, STRATEGIES)
+    _one_of("precision", config.precision, PRECISIONS)
+    _in_range("epochs", config.epochs, 1, MAX_EPOCHS, f"a positive integer up to {MAX_EPOCHS}")
+    _in_range("ae_epochs", config.ae_epochs, 1, MAX_EPOCHS, f"a positive integer up to {MAX_EPOCHS}")
+    for key in ("batch_size", "steps_per_execution"):
+        _in_range(key, getattr(config, key), 1, 2**31 - 1, "a positive integer")
+    _in_range("seed", config.seed, 0, MAX_SEED, f"an integer from 0 to {MAX_SEED} (2**32 - 1)")
+    _in_range("threads", config.threads, 0, 4096, "0 (every core) or a positive integer")
+    _in_range("verbose", config.verbose, 0, 2, "0, 1 or 2")
+    _in_range("early_stopping_patience", config.early_stopping_patience, 0, MAX_EPOCHS,
+              "0 (off) or a positive integer")
+    _in_range("validation_size", config.validation_size, 0, TRAIN_IMAGES - 1, f"in [0, {TRAIN_IMAGES})")
+    for key in ("learning_rate", "ae_learning_rate"):
+        if not getattr(config, key) > 0:
+            raise ValueError(f"{key} must be a positive number, got {getattr(config, key)}")
+    for key in ("l1", "l2", "ae_noise_stddev"):
         if getattr(config, key) < 0:
             raise ValueError(f"{key} must be a non-negative number, got {getattr(config, key)}")
-    if config.early_stopping_patience < 0:
-        raise ValueError(f"early_stopping_patience must be 0 (off) or a positive integer, "
-                         f"got {config.early_stopping_patience}")
-    if config.early_stopping_patience and config.validation_size == 0:
-        raise ValueError("early_stopping_patience needs a validation split: set validation_size > 0")
-    if config.seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {config.seed}")
-    if not 0 <= config.validation_size < TRAIN_IMAGES:
-        raise ValueError(f"validation_size must be in [0, {TRAIN_IMAGES}), got {config.validation_size}")
+    if not 0 < config.lr_decay <= 1:
+        raise ValueError(f"lr_decay must be in (0, 1], got {config.lr_decay}")
+    if not 0 <= config.lr_warmup_fraction < 1:
+        raise ValueError(f"lr_warmup_fraction must be in [0, 1) (a share of the training steps), "
+                         f"got {config.lr_warmup_fraction}")
     train_size = TRAIN_IMAGES - config.validation_size
     if config.limit is not None and not 1 <= config.limit <= train_size:
         raise ValueError(f"limit must be a positive integer up to {train_size} (the training images left "
-                         f"after the validation split) or None (all data), got {config.limit}")
-    if config.verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {config.verbose}")
+                         f"by validation_size={config.validation_size}) or None (all data), got {config.limit}")
+    if config.batch_size > train_images(config):
+        raise ValueError(f"batch_size={config.batch_size} is larger than the {train_images(config)} training "
+                         f"images left by limit={config.limit} and validation_size={config.validation_size}: "
+                         "not one full batch per epoch; lower batch_size or raise limit")
+    if config.early_stopping_patience and config.validation_size == 0:
+        raise ValueError(f"early_stopping_patience={config.early_stopping_patience} needs a validation split, "
+                         "but validation_size=0: set validation_size > 0 or early_stopping_patience=0")
     return config
 
 
 def make_config(model: str = "slp", **overrides) -> TrainConfig:
-    """The run config of `model`: its recipe's defaults, then `overrides`.
+    """The run config of `model`: TrainConfig's defaults, then its recipe (`recipe="mnistlab"`,
+    the default, or `"article"`), then `overrides`.
 
-    Overrides whose value is None mean "keep the default" for settings that cannot be None
+    Overrides whose value is None mean "keep the recipe's value" for settings that cannot be None
     (so a notebook or CLI can pass every parameter through). Raises ValueError for an unknown
     model, an unknown key (naming it and the known keys), a wrong type or an invalid value.
     """
-    unknown = sorted(set(overrides) - set(_FIELDS))
+    unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
-        raise ValueError(f"Unknown config key(s) {', '.join(map(repr, unknown))}; "
-                         f"known keys: {', '.join(_FIELDS)}")
+        raise ValueError(f"Unknown config key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(FIELDS)}")
     if not isinstance(model, str):
         raise ValueError(f"model must be a string naming a registered model, got {model!r}")
-    recipe = get_spec(model).recipe
-    values = {"model": model, **{k: getattr(recipe, k) for k in
-                                 ("epochs", "batch_size", "learning_rate", "lr_schedule", "lr_decay",
-                                  "lr_warmup_epochs", "optimizer", "precision")}}
+    explicit = {}
     for key, value in overrides.items():
         if value is None and type(None) not in typing.get_args(_TYPES[key]):
             continue
-        values[key] = _coerce(key, value)
-    if values["precision"] == "auto":
-        values["precision"] = auto_precision()
-    if overrides.get("lr_warmup_epochs") is None and values["lr_warmup_epochs"] >= values.get("epochs", 1) >= 1:
-        # A short run (a smoke test) keeps the recipe's shape: warm up over a tenth of it.
-        values["lr_warmup_epochs"] = values["epochs"] / 10
-    return validate(TrainConfig(**values))
+        explicit[key] = _coerce(key, value)
+    recipe_name = explicit.get("recipe", TrainConfig.recipe)
+    base = TrainConfig(model=model, recipe=recipe_name)
+    config = dataclasses.replace(base, **recipes.recipe(model, recipe_name))
+    return validate(dataclasses.replace(config, **explicit))
 
 
-@functools.lru_cache(maxsize=None)  # make_config runs for every run listed: read the CPU's flags once
-def auto_precision(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """"mixed_bfloat16" on a CPU-only machine whose CPU has bfloat16 matrix units (the
-    `amx_bf16` or `avx512_bf16` flags of Linux's /proc/cpuinfo), else "float32".
-
-    There, oneDNN runs bfloat16 convolutions on those units: measured on this project's machine,
-    `cnn` trains about 1.6x and `bn_cnn` (with its fused BatchNorm) about 1.35x faster than in
-    float32 at the same accuracy (`make bench-levers`, README, issue #6). Elsewhere bfloat16 is emulated and slower, so float32 stays.
-    """
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        return "float32"
-    try:
-        flags = set(open(cpuinfo).read().split())
-    except OSError:
-        return "float32"
-    return "mixed_bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
+def config_from_record(settings: dict) -> TrainConfig:
+    """The TrainConfig of a config.json's "config" mapping, validated like user input
+    (a run folder from elsewhere is not trusted). Raises ValueError naming the bad key."""
+    if not isinstance(settings, dict):
+        raise ValueError(f"a recorded config must be a mapping, got {type(settings).__name__}")
+    return make_config(**settings)
 
 
 def check_run_name(run_name: str) -> str:
@@ -211,35 +219,52 @@ def check_run_name(run_name: str) -> str:
     return run_name
 
 
+def effective(config: TrainConfig, resolved: dict) -> dict:
+    """The settings that ran: `config` with the machine's resolved values (precision, threads)
+    in place of what was requested."""
+    settings = config.to_dict()
+    settings.update({k: v for k, v in resolved.items() if k in settings})
+    return settings
 
-_NOT_RESULT = ("verbose", "steps_per_execution", "threads")  # the strategy can change results (batch statistics)
 
-
-# Keys added after runs were recorded: left out of the hash at their default, so the
-# earlier runs keep their hashes (and `run-all` still skips them).
-_HASH_OMITS_DEFAULT = {"precision": "float32"}
-
-
-def config_hash(config: TrainConfig) -> str:
-    """12 hex digits identifying everything that changes a run's result (not `verbose` nor
-    `steps_per_execution`, which change only how it is shown and dispatched)."""
-    settings = {k: v for k, v in config.to_dict().items()
-                if k not in _NOT_RESULT and _HASH_OMITS_DEFAULT.get(k, object()) != v}
+def _digest(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-# Settings that do not make a run a different experiment.
-_NOT_VARIANT = ("model", "seed", "verbose", "deterministic", "steps_per_execution", "threads")
+def config_hash(config: TrainConfig, resolved: dict) -> str:
+    """12 hex digits identifying everything that can change a run's result: every setting as it
+    ran (resolved precision and thread count) except NOT_RESULT."""
+    return _digest({k: v for k, v in effective(config, resolved).items() if k not in NOT_RESULT})
 
 
-def describe_variant(settings: dict) -> str:
-    """The model's name, plus every setting that differs from its recipe's default:
-    "tiny_mlp", "tiny_mlp[normalize=False]", "bn_cnn[augment=True,epochs=30]". Runs of one
-    variant (with different seeds) are comparable; runs of different variants are not averaged."""
-    try:
-        default = make_config(settings["model"]).to_dict()
-    except (KeyError, ValueError):
-        return str(settings.get("model"))
-    changed = [f"{k}={settings[k]}" for k in sorted(settings)
-               if k not in _NOT_VARIANT and k in default and settings[k] != default[k]]
-    return settings["model"] + (f"[{','.join(changed)}]" if changed else "")
+def variant_hash(config: TrainConfig, resolved: dict) -> str:
+    """12 hex digits shared by the runs of one variant (the seeds of one experiment): every
+    setting as it ran except NOT_VARIANT."""
+    return _digest({k: v for k, v in effective(config, resolved).items() if k not in NOT_VARIANT})
+
+
+def describe_variant(config: TrainConfig, resolved: dict) -> str:
+    """The model's name plus every setting, as it ran, that differs from its recipe:
+    "tiny_mlp", "tiny_mlp[normalize=False]", "bn_cnn[augment=True,epochs=30]",
+    "mlp[recipe=article]". A recipe's precision "auto" counts as float32, so a run that
+    resolved it to bfloat16 says so. Pure data: computed when the run is recorded, never again."""
+    ran = effective(config, resolved)
+    default = make_config(config.model, recipe=config.recipe).to_dict()
+    if default["precision"] == "auto":
+        default["precision"] = "float32"
+    changed = [f"{k}={ran[k]}" for k in FIELDS
+               if k not in NOT_VARIANT and k != "model" and ran[k] != default[k] and k != "recipe"]
+    if config.recipe != TrainConfig.recipe:
+        changed.insert(0, f"recipe={config.recipe}")
+    return config.model + (f"[{','.join(changed)}]" if changed else "")
+
+
+def describe_schedule(config: TrainConfig) -> str:
+    """The learning-rate schedule in words, e.g. "0.01 x 0.6^epoch (staircase)"."""
+    if config.lr_schedule == "exponential":
+        return f"{config.learning_rate:g} x {config.lr_decay:g}^epoch (staircase)"
+    if config.lr_schedule == "cosine":
+        warmup = (f"warm-up over {config.lr_warmup_fraction:.0%} of steps to {config.learning_rate:g}, "
+                  if config.lr_warmup_fraction else f"{config.learning_rate:g}, ")
+        return warmup + "cosine to 0 (per step)"
+    return f"{config.learning_rate:g} constant"

@@ -14,9 +14,10 @@ import numpy as np
 def export_serving(model: keras.Model, models_dir: str | os.PathLike, name: str, version: int = 1) -> Path:
     """Write `model` as a SavedModel for TF Serving at `models_dir/<name>/<version>/`.
 
-    The `serve` signature takes images (N, 28, 28) float32 in [0, 1] (or (N, 784) for a
-    model whose input is flat) and returns class probabilities (N, 10). Raises
-    FileExistsError rather than overwrite an existing version.
+    The `serve` signature takes raw pixels, images (N, 28, 28) float32 in [0, 255] (the model
+    scales them itself; (N, 784) in the units its first layer expects for a sub-model whose input
+    is flat), and returns class probabilities (N, 10). Raises FileExistsError rather than
+    overwrite an existing version.
     """
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer (TF Serving's folder name), got {version!r}")
@@ -55,10 +56,11 @@ def load_theta(directory: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             np.loadtxt(directory / "theta2.csv", delimiter=",", ndmin=2))
 
 
-def predict_theta(theta1: np.ndarray, theta2: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Class probabilities (N, 10) for images x (N, 28, 28) or (N, 784) in [0, 1], using only
-    numpy: sigmoid(x W1 + b1) W2 + b2, then softmax."""
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+def predict_theta(theta1: np.ndarray, theta2: np.ndarray, x: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """Class probabilities (N, 10) for raw pixels x (N, 28, 28) or (N, 784) in [0, 255], uint8
+    or float, using only numpy: scale to [0, 1] (as the model does; not with `normalize=False`,
+    the run's setting), then sigmoid(x W1 + b1) W2 + b2, then softmax."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1) / (255.0 if normalize else 1.0)
     hidden = 1.0 / (1.0 + np.exp(-(x @ theta1[1:] + theta1[0])))
     logits = hidden @ theta2[1:] + theta2[0]
     logits -= logits.max(axis=1, keepdims=True)  # stable softmax

@@ -18,31 +18,26 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from mnistlab.config import make_config
+from mnistlab import machine
+from mnistlab.config import TrainConfig, make_config
 from mnistlab.data import load_dataset
-from mnistlab.models import build_model
 from mnistlab.pipeline import create_training_ds
-from mnistlab.runs import DEFAULT_RUNS_DIR, environment_info, new_run_name, open_run, resolve_runs_dir, write_json
+from mnistlab.runs import check_writable, environment_info, new_run_name, open_run, resolve_runs_dir, write_json
 
 
 class LearningRateRangeTest(keras.callbacks.Callback):
-    """Sets the learning rate to min_lr * (max_lr/min_lr)**(step/(steps-1)) before each step and
-    records the loss; stops after `steps` steps or once the loss exceeds 4x its best (diverged)."""
+    """Records the loss of each step and stops after `steps` steps or once the loss exceeds 4x
+    its best (diverged). The learning rate itself is the optimizer's schedule (`range_schedule`)."""
 
-    def __init__(self, min_lr: float, max_lr: float, steps: int):
+    def __init__(self, steps: int):
         super().__init__()
-        self.min_lr, self.steps = min_lr, steps
-        self.factor = (max_lr / min_lr) ** (1 / max(steps - 1, 1))
-        self.step, self.best = 0, math.inf
+        self.steps, self.step, self.best = steps, 0, math.inf
         self.records: list[dict] = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.learning_rate = self.min_lr * self.factor**self.step
-        self.model.optimizer.learning_rate.assign(self.learning_rate)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = float(logs["loss"])  # Keras reports the running mean over the epoch so far
-        self.records.append({"step": self.step, "learning_rate": self.learning_rate, "loss": loss})
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))  # the next step's
+        self.records.append({"step": self.step, "loss": loss, "next_learning_rate": rate})
         self.step += 1
         self.best = min(self.best, loss)
         if self.step >= self.steps or not math.isfinite(loss) or loss > 4 * self.best:
@@ -58,25 +53,36 @@ def check_range(min_lr: float, max_lr: float, steps: int) -> None:
         raise ValueError(f"steps must be an integer of at least 10 for a usable curve, got {steps!r}")
 
 
-def lr_range_test(model_name: str, x: np.ndarray, y: np.ndarray, min_lr: float = 1e-6,
-                  max_lr: float = 1.0, steps: int = 300, batch_size: int = 128, seed: int = 0,
-                  num_classes: int = 10) -> pd.DataFrame:
-    """Run the range test on a fresh `model_name` with Adam.
+def range_schedule(min_lr: float, max_lr: float, steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """min_lr * (max_lr/min_lr)**(step/(steps-1)): exponential in the optimizer's step."""
+    return keras.optimizers.schedules.ExponentialDecay(min_lr, decay_steps=1,
+                                                        decay_rate=(max_lr / min_lr) ** (1 / max(steps - 1, 1)))
+
+
+def lr_range_test(config: TrainConfig, x: np.ndarray, y: np.ndarray, min_lr: float = 1e-6,
+                  max_lr: float = 1.0, steps: int = 300, num_classes: int = 10) -> pd.DataFrame:
+    """Run the range test on a fresh model of `config` (its optimizer, precision, batch size and
+    preprocessing: built and compiled by mnistlab.train's stages, with `range_schedule` as the
+    learning rate and one step per execution, so that every step's loss is seen).
 
     x: (N, 28, 28) uint8 training images; y: (N,) labels. Each step uses one batch; the data
     repeats if `steps` batches outrun it. Returns one row per step: step, learning_rate,
     loss (per-batch, recovered from Keras' running mean) and smoothed_loss (EMA, bias-corrected).
     Raises ValueError for min_lr/max_lr not 0 < min_lr < max_lr, or steps < 10.
     """
+    from mnistlab.train import build, compile_model
+
     check_range(min_lr, max_lr, steps)
-    keras.utils.set_random_seed(seed)
-    model = build_model(model_name, input_shape=x.shape[1:], num_classes=num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=min_lr),
-                  loss="sparse_categorical_crossentropy")
-    test = LearningRateRangeTest(min_lr, max_lr, steps)
-    ds = create_training_ds(x, y, batch_size=batch_size, seed=seed).repeat()
-    model.fit(ds, epochs=1, steps_per_epoch=steps, callbacks=[test], verbose=0)
+    keras.utils.set_random_seed(config.seed)
+    model = build(config, machine.resolve(config)["precision"], x.shape[1:], num_classes)
+    schedule = range_schedule(min_lr, max_lr, steps)
+    compile_model(model, config, steps_per_epoch=1, schedule=schedule, steps_per_execution=1)
+    test = LearningRateRangeTest(steps)
+    ds = create_training_ds(x, y, batch_size=config.batch_size, seed=config.seed).repeat()
+    model.fit(ds, epochs=1, steps_per_epoch=steps, callbacks=[test], shuffle=False, verbose=0)
     curve = pd.DataFrame(test.records)
+    curve.insert(1, "learning_rate", [float(schedule(step)) for step in curve["step"]])
+    curve = curve.drop(columns="next_learning_rate")
     # Keras logs the mean loss since the epoch began; undo the averaging to get each batch's loss.
     running = curve["loss"].to_numpy()
     n = np.arange(1, len(running) + 1)
@@ -109,31 +115,31 @@ def plot_lr_finder(curve: pd.DataFrame, suggestion: float, title: str = "",
     return fig
 
 
-def run_lr_finder(model: str, runs_dir: str | Path = DEFAULT_RUNS_DIR, min_lr: float = 1e-6,
-                  max_lr: float = 1.0, steps: int = 300, batch_size: int = 128, seed: int = 0,
-                  dataset: str = "mnist", limit: int | None = None) -> tuple[Path, pd.DataFrame, float]:
-    """Range-test `model` on the training split and write `runs_dir/lr_finder-<model>-<id>/`
-    (lr_finder.csv, lr_finder.png, lr_finder.json with the settings and the suggestion).
+def run_lr_finder(model: str, runs_dir: str | Path | None = None, min_lr: float = 1e-6,
+                  max_lr: float = 1.0, steps: int = 300, **overrides) -> tuple[Path, pd.DataFrame, float]:
+    """Range-test `model` (its recipe, with `overrides` such as batch_size, seed, dataset, limit)
+    on the training split and write `runs_dir/lr_finder-<model>-<id>/` (lr_finder.csv,
+    lr_finder.png, lr_finder.json with the settings and the suggestion).
 
     Returns (folder, curve, suggested learning rate). Settings are validated (through
-    make_config and lr_range_test) before any data is loaded or trained on.
+    make_config and check_range) before any data is loaded or trained on.
     """
-    config = make_config(model, batch_size=batch_size, seed=seed, dataset=dataset, limit=limit)
+    config = make_config(model, **overrides)
     check_range(min_lr, max_lr, steps)
     runs_dir = resolve_runs_dir(runs_dir)
-    data = load_dataset(dataset, validation_size=config.validation_size, seed=seed, limit=limit)
+    check_writable(runs_dir)
+    data = load_dataset(config.dataset, validation_size=config.validation_size, seed=config.seed,
+                        limit=config.limit)
     run_name = new_run_name(f"lr_finder-{model}")
     with open_run(runs_dir, run_name) as run:
-        curve = lr_range_test(model, data.x_train, data.y_train, min_lr, max_lr, steps, batch_size,
-                              seed, num_classes=data.num_classes)
+        curve = lr_range_test(config, data.x_train, data.y_train, min_lr, max_lr, steps, num_classes=data.num_classes)
         suggestion = suggest_learning_rate(curve)
         curve.to_csv(run.path / "lr_finder.csv", index=False)
         fig = plot_lr_finder(curve, suggestion, title=f"{model}: learning-rate range test",
                              path=run.path / "lr_finder.png")
         plt.close(fig)
         write_json(run.path / "lr_finder.json", {
-            "model": model, "dataset": dataset, "min_lr": min_lr, "max_lr": max_lr, "steps": steps,
-            "steps_run": len(curve), "batch_size": batch_size, "seed": seed, "limit": limit,
-            "suggested_learning_rate": suggestion, "digests_sha256": data.digests,
+            "model": model, "config": config.to_dict(), "min_lr": min_lr, "max_lr": max_lr, "steps": steps,
+            "steps_run": len(curve), "suggested_learning_rate": suggestion, "digests_sha256": data.digests,
             "environment": environment_info()})
     return runs_dir / run_name, curve, suggestion

@@ -1,10 +1,12 @@
-"""tf.data input builders for training and evaluation.
+"""tf.data input builders for training and evaluation: raw uint8 pixel batches.
 
 After `create_training_ds` / `create_eval_ds` of the seed article
-(../shared/seeds/getting-the-mnist-five-models.txt), with two changes: the images stay uint8
-in memory and are scaled to float32 per batch (a quarter of the memory of the article's
-float64 arrays, and far less work per step), and each pass over the data is one epoch
-(no `repeat()`, so no `steps_per_epoch` bookkeeping and evaluation sees every image once).
+(../shared/seeds/getting-the-mnist-five-models.txt), with three changes: the images stay uint8
+(the model scales them: its first layer is `Rescaling(1/255)`), a training batch is gathered from
+the in-memory arrays in one op rather than assembled image by image, and the shuffle is a
+full permutation drawn from (seed, epoch), not a 5,000-image buffer: every epoch's order is a
+pure function of the seed and the epoch number, so a run resumed at epoch k sees exactly the
+order an uninterrupted run sees there. Each pass over the data is one epoch (no `repeat()`).
 """
 
 from __future__ import annotations
@@ -12,53 +14,45 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-SHUFFLE_BUFFER = 5000
 BATCH_SIZE = 128
 
 
-def _scale(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    # uint8 [0, 255] -> float32 [0, 1], on a whole batch at once.
-    return tf.cast(images, tf.float32) / 255.0, labels
-
-
-def _cast(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    # Unnormalised float32 [0, 255]: only for the tuning study's "before normalisation" runs.
-    return tf.cast(images, tf.float32), labels
-
-
-def create_training_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZE,
-                       shuffle_buffer: int = SHUFFLE_BUFFER, seed: int | None = 0,
-                       limit: int | None = None, normalize: bool = True) -> tf.data.Dataset:
-    """Shuffled training batches: cache, shuffle, batch (drop_remainder), scale, prefetch.
+def create_training_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZE, seed: int = 0,
+                       epoch: tf.Variable | None = None) -> tf.data.Dataset:
+    """Shuffled training batches: a permutation of the indices seeded by (seed, epoch), batched
+    (the last partial batch dropped), gathered from `x` and `y`, prefetched.
 
     Args:
       x: images (N, 28, 28) uint8.  y: labels (N,) integer.
-      batch_size: images per batch; the last partial batch is dropped.
-      shuffle_buffer: size of the shuffle buffer (the seed uses 5000).
-      seed: shuffle seed; the order changes every epoch but is the same for the same seed.
-      limit: use only the first `limit` examples.
-      normalize: scale to [0, 1] (default); False leaves float32 in [0, 255].
-    Yields (images (batch_size, 28, 28) float32 in [0, 1], labels (batch_size,) of y's dtype).
+      batch_size: images per batch.
+      seed: shuffle seed.
+      epoch: an int64 variable read each time the dataset is iterated (set it before each epoch,
+        e.g. with mnistlab.callbacks.ShuffleEpoch); None: every pass uses epoch 0's order.
+    Yields (images (batch_size, 28, 28) uint8, labels (batch_size,) of y's dtype); len(x) //
+    batch_size batches per pass. Raises ValueError if there is not one full batch.
     """
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.cache()  # this small dataset fits in RAM
-    ds = ds.shuffle(buffer_size=shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(_scale if normalize else _cast, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)  # fetch the next batch while training on this one
+    n = len(x)
+    if n < batch_size:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} training images")
+    images, labels = tf.constant(x), tf.constant(y)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False) if epoch is None else epoch
+
+    def gather(index):
+        order = tf.random.experimental.index_shuffle(index, tf.stack([tf.constant(seed, tf.int64),
+                                                                      epoch.read_value()]), max_index=n - 1)
+        return tf.gather(images, order), tf.gather(labels, order)
+
+    ds = tf.data.Dataset.range(n).batch(batch_size, drop_remainder=True)
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def create_eval_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZE,
-                   limit: int | None = None, normalize: bool = True) -> tf.data.Dataset:
-    """Evaluation batches in file order, every example exactly once (last batch may be short).
+def create_eval_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZE) -> tf.data.Dataset:
+    """Evaluation batches in file order, every example exactly once (the last batch may be
+    short): (images (b, 28, 28) uint8, labels (b,))."""
+    images, labels = tf.constant(x), tf.constant(y)
 
-    Shapes and dtypes as `create_training_ds`.
-    """
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
-    ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(_scale if normalize else _cast, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    def gather(index):
+        return tf.gather(images, index), tf.gather(labels, index)
+
+    ds = tf.data.Dataset.range(len(x)).batch(batch_size, drop_remainder=False)
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -77,7 +77,7 @@ def predict_images(model, paths, class_names, top: int = 3) -> list[dict]:
         except ValueError as e:
             results.append({"path": str(path), "error": str(e)})
     if batch:
-        probabilities = model.predict(np.stack(batch).astype(np.float32) / 255.0, verbose=0)
+        probabilities = model.predict(np.stack(batch), verbose=0)  # raw pixels: the model scales them
         for i, p in zip(index, probabilities):
             best = np.argsort(-p)[:top]
             results[i]["top"] = [(class_names[k], float(p[k])) for k in best]

@@ -1,9 +1,10 @@
-"""Run folders: naming, atomic creation, the record files, and reading runs back for comparison.
+"""Writing run folders: names, atomic creation, the record files, and the locked state that lets
+an interrupted run resume.
 
-A run folder `runs/<model>-<YYYYmmdd-HHMMSS>-<hex>/` holds config.json, history.csv,
+A run folder `<runs_dir>/<model>-<YYYYmmdd-HHMMSS>-<hex>/` holds config.json, history.csv,
 metrics.json, status.json, curves.png and model.keras. It is written under a hidden
 temporary name (`.tmp-<name>`) and renamed into place only when complete, so nothing that
-reads `runs/` ever sees half a run.
+reads the runs folder ever sees half a run. Reading runs back is mnistlab.results.
 """
 
 from __future__ import annotations
@@ -11,74 +12,80 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import errno
+import fcntl
 import json
 import os
 import platform
 import secrets
 import shutil
 import subprocess
+import tempfile
 import traceback
 from importlib import metadata
 from pathlib import Path
 
-import pandas as pd
-
-from mnistlab.config import check_run_name, config_hash, describe_variant
+from mnistlab.config import check_run_name
 from mnistlab.data import PROJECT_DIR
+from mnistlab.machine import describe_machine
 
-DEFAULT_RUNS_DIR = PROJECT_DIR / "runs"
-RUNS_ROOT_ENV = "MNISTLAB_RUNS_ROOT"  # run folders may only be written below this (default runs/)
+RUNS_DIR_ENV = "MNISTLAB_RUNS_DIR"  # the default runs folder (else the project's runs/)
 TMP_PREFIX = ".tmp-"
-BACKUP_DIR = ".backup"  # runs/.backup/<config_hash>/: state of unfinished runs, for resuming
+BACKUP_DIR = ".backup"  # <runs_dir>/.backup/<config_hash>/: state of unfinished runs, for resuming
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "matplotlib", "seaborn", "papermill")
-METRIC_COLUMNS = ["test_accuracy", "test_loss", "val_accuracy", "params", "train_seconds",
-                  "images_per_second", "epochs_run"]
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
 
 
 def new_run_name(model: str) -> str:
-    """`<model>-<UTC timestamp>-<4 hex digits>`: sortable by time, unique across processes."""
+    """`<model>-<UTC timestamp>-<12 hex digits>`: sortable by time; 48 random bits keep names
+    unique across the thousands of runs a sweep or several machines may start in one second."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{model}-{stamp}-{secrets.token_hex(2)}"
+    return f"{model}-{stamp}-{secrets.token_hex(6)}"
 
 
-def runs_root() -> Path:
-    """`$MNISTLAB_RUNS_ROOT` if set, else the project's runs/ folder."""
-    return Path(os.environ.get(RUNS_ROOT_ENV) or DEFAULT_RUNS_DIR).resolve()
+def default_runs_dir() -> Path:
+    """`$MNISTLAB_RUNS_DIR` if set, else the project's runs/ folder."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_DIR / "runs")
 
 
 def resolve_runs_dir(runs_dir: str | os.PathLike | None) -> Path:
-    """The absolute runs directory; refuses one that escapes the runs root.
-
-    Relative paths are taken from the working directory (a notebook's is notebooks/, so its
-    default "../runs" is the project's runs/). Raises ValueError naming the parameter, the
-    resolved path and the root, so that a typo or a crafted path cannot write elsewhere.
-    """
-    root = runs_root()
+    """The absolute runs folder: `runs_dir` as the user named it (relative to the working
+    directory), or `default_runs_dir()` when None or empty. A folder the user names is theirs to
+    choose; what may never escape it is a run name (see mnistlab.config.check_run_name)."""
     if runs_dir is None or str(runs_dir) == "":
-        return root
-    resolved = Path(runs_dir).expanduser().resolve()
-    if resolved != root and root not in resolved.parents:
-        raise ValueError(
-            f"runs_dir={str(runs_dir)!r} resolves to {resolved}, outside the runs root {root}. "
-            f"Use a folder inside it, or set {RUNS_ROOT_ENV} to the folder that should hold runs."
-        )
-    return resolved
+        runs_dir = default_runs_dir()
+    return Path(runs_dir).expanduser().resolve()
 
 
 def write_json(path: Path, obj) -> None:
-    """Write `obj` as indented JSON via a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write `obj` as indented JSON via a uniquely named temporary file and a rename, so a
+    reader never sees half a file and two writers never share a temporary file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(obj, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from `path`. Raises ValueError naming the file if it is missing,
+    unreadable, not JSON (e.g. truncated by a kill) or not an object."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read it as JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 def environment_info() -> dict:
-    """Package versions, Python, platform and the project's git commit (None outside git)."""
+    """Package versions, Python, platform, CPU model, oneDNN's ISA and the project's git commit."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -88,7 +95,7 @@ def environment_info() -> dict:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
+        **describe_machine(),
         "packages": versions,
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
@@ -113,23 +120,35 @@ class RunFolder:
     detail: str | None = None
 
 
+def check_writable(runs_dir: Path) -> None:
+    """Create `runs_dir` if needed and make sure a run folder can be written there. Raises
+    ValueError naming the folder and the reason (read-only, not a folder, a name the file system
+    cannot hold), before any data is loaded or model built."""
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(dir=runs_dir, prefix=f"{TMP_PREFIX}probe-"))
+        probe.rmdir()
+    except (OSError, UnicodeEncodeError) as e:
+        reason = "it is read-only" if getattr(e, "errno", None) in (errno.EACCES, errno.EROFS, errno.EPERM) else e
+        raise ValueError(f"runs_dir {runs_dir} cannot hold run folders ({reason}); "
+                         "choose another folder with --runs-dir") from None
+
+
 @contextlib.contextmanager
-def open_run(runs_dir: str | os.PathLike, run_name: str):
+def open_run(runs_dir: Path, run_name: str):
     """Yield a RunFolder to write a run into; on leaving, rename it to `runs_dir/run_name`.
 
     Without an exception, status.json gets `run.status` ("completed" unless the body set
     "diverged"). On an exception the folder is still renamed into place with status "failed"
-    ("interrupted" for Ctrl-C) and the error, so the failure is visible but never
-    counted as a result; the exception propagates. A kill -9 leaves only the hidden
-    `.tmp-<name>` folder, which comparisons list as incomplete. Raises FileExistsError if
-    the run exists, ValueError if `runs_dir` escapes the runs root (see resolve_runs_dir).
+    ("interrupted" for Ctrl-C) and the error, so the failure is visible but never counted as a
+    result; the exception propagates. A kill -9 leaves only the hidden `.tmp-<name>` folder,
+    which comparisons list as incomplete. Raises FileExistsError if the run exists.
     """
-    runs_dir = resolve_runs_dir(runs_dir)
     check_run_name(run_name)
     final = runs_dir / run_name
-    if final.exists():
-        raise FileExistsError(f"{final} exists already; choose another run_name")
     tmp = runs_dir / f"{TMP_PREFIX}{run_name}"
+    if final.exists() or tmp.exists():
+        raise FileExistsError(f"{final} exists already; choose another run_name")
     runs_dir.mkdir(parents=True, exist_ok=True)
     tmp.mkdir(exist_ok=False)  # two processes cannot both get the same name
     run = RunFolder(tmp)
@@ -137,11 +156,13 @@ def open_run(runs_dir: str | os.PathLike, run_name: str):
     try:
         yield run
     except BaseException as e:
-        write_json(tmp / "status.json", {
-            "status": "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-            "error": f"{type(e).__name__}: {e}",
-            "traceback": traceback.format_exc(), "started": started, "ended": _now()})
-        os.replace(tmp, final)
+        with contextlib.suppress(OSError):  # the disk may be what failed: keep the original error
+            write_json(tmp / "status.json", {
+                "status": "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(), "started": started, "ended": _now()})
+        with contextlib.suppress(OSError):
+            os.replace(tmp, final)
         raise
     write_json(tmp / "status.json", {"status": run.status, "detail": run.detail,
                                      "started": started, "ended": _now()})
@@ -152,116 +173,62 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def run_status(run_dir: Path) -> str:
-    """"completed", "diverged", "failed", "interrupted", or "incomplete" (no status.json, or a
-    temporary folder: a run still going, or one that was killed)."""
-    if Path(run_dir).name.startswith(TMP_PREFIX) or not (Path(run_dir) / "status.json").is_file():
-        return "incomplete"
-    return read_json(Path(run_dir) / "status.json").get("status", "incomplete")
-
-
-def list_run_dirs(runs_dir: str | os.PathLike) -> list[Path]:
-    """Every run folder in `runs_dir` (temporary ones included), sorted by name."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return []
-    return sorted(p for p in runs_dir.iterdir() if p.is_dir() and (p / "config.json").is_file())
-
-
-def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """A run's per-epoch history: one row per epoch, columns HISTORY_COLUMNS."""
-    return pd.read_csv(Path(run_dir) / "history.csv")
-
-
-def load_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> pd.DataFrame:
-    """One row per run folder: run, model, dataset, seed, status, the settings and final metrics.
-
-    Runs that are not completed have NaN metrics; filter on `status == "completed"` before
-    comparing (the comparison notebook does).
-    """
-    rows = []
-    for run_dir in list_run_dirs(runs_dir):
-        config = read_json(run_dir / "config.json")
-        settings = config.get("config", {})
-        metrics_path = run_dir / "metrics.json"
-        metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-        status = run_status(run_dir)
-        rows.append({
-            "run": run_dir.name, "model": settings.get("model"), "variant": describe_variant(settings),
-            "dataset": settings.get("dataset"),
-            "seed": settings.get("seed"), "status": status,
-            "epochs": settings.get("epochs"), "batch_size": settings.get("batch_size"),
-            "learning_rate": settings.get("learning_rate"), "limit": settings.get("limit"),
-            **{k: metrics.get(k) if status == "completed" else None for k in METRIC_COLUMNS},
-            "run_dir": str(run_dir),
-        })
-    # Integer columns stay integers even when a failed run leaves them empty.
-    return pd.DataFrame(rows).astype({"params": "Int64", "epochs_run": "Int64"}) if rows else pd.DataFrame(rows)
-
-
-def completed_runs_by_hash(runs_dir: str | os.PathLike) -> dict[str, str]:
-    """config_hash -> name of a completed run with that config, for incremental batches."""
-    done = {}
-    for run_dir in list_run_dirs(runs_dir):
-        if run_status(run_dir) == "completed":
-            config_hash = read_json(run_dir / "config.json").get("config_hash")
-            if config_hash:
-                done[config_hash] = run_dir.name
-    return done
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
+def _lock(path: Path):
+    """Open and lock `path/lock` (fcntl.flock, exclusive, non-blocking) if no live process holds
+    it; return the open file, or None if it is held. The lock lasts while the file is open and
+    ends with the process, however it ends (a kill included)."""
+    while True:
+        f = open(path / "lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return None
+        try:  # the folder may have been removed and made anew while we waited: lock the live file
+            if os.fstat(f.fileno()).st_ino == os.stat(path / "lock").st_ino:
+                return f
+        except FileNotFoundError:
+            pass
+        f.close()
+        path.mkdir(parents=True, exist_ok=True)
 
 
 @contextlib.contextmanager
-def backup_dir(runs_dir: str | os.PathLike, config_hash: str, run_name: str):
+def backup_dir(runs_dir: Path, config_hash: str, run_name: str):
     """Yield the folder where an unfinished run of this config keeps its state.
 
     `runs_dir/.backup/<config_hash>/` is shared by every run of the same config, so a run that
-    was killed or interrupted is resumed by the next run of that config (Keras'
-    BackupAndRestore). A pid file marks the folder in use: a second run of the same config
-    while the first is alive gets a folder of its own and starts from scratch. The folder is
-    removed when the body finishes without an exception, and kept (for resuming) otherwise.
+    was killed or interrupted is resumed by the next run of that config. The folder is owned
+    through an OS file lock held for the run's life: a second run of the same config while the
+    first is alive gets a folder of its own (`<config_hash>-<run_name>`) and starts from scratch.
+    The folder is removed when the body finishes without an exception, and kept (for resuming)
+    otherwise.
     """
-    base = Path(runs_dir) / BACKUP_DIR
-    path = base / config_hash
+    path = runs_dir / BACKUP_DIR / config_hash
     path.mkdir(parents=True, exist_ok=True)
-    owner = path / "owner.pid"
-    try:
-        fd = os.open(owner, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-    except FileExistsError:
-        text = owner.read_text().strip()
-        if text.isdigit() and _pid_alive(int(text)) and int(text) != os.getpid():
-            path = base / f"{config_hash}-{run_name}"  # the same config is training right now
-            path.mkdir(parents=True, exist_ok=False)
-            owner = path / "owner.pid"
-        owner.write_text(str(os.getpid()))  # a stale owner (killed): take over and resume
+    lock = _lock(path)
+    if lock is None:  # the same config is training right now
+        path = runs_dir / BACKUP_DIR / f"{config_hash}-{run_name}"
+        path.mkdir(parents=True, exist_ok=False)
+        lock = _lock(path)
     try:
         yield path
     except BaseException:
-        owner.unlink(missing_ok=True)
+        lock.close()
         raise
     shutil.rmtree(path, ignore_errors=True)
+    lock.close()
 
 
-def load_model(run_dir: str | os.PathLike):
-    """A run's trained model. Keras' safe mode refuses models that would run arbitrary code
-    (e.g. a Lambda layer holding pickled Python), so a run folder from elsewhere cannot."""
-    import keras
-
-    return keras.models.load_model(Path(run_dir) / "model.keras", safe_mode=True)
-
-
-def find_completed_run(runs_dir: str | os.PathLike, config) -> Path | None:
-    """A completed run of exactly `config` (same config_hash) in `runs_dir`, or None."""
-    name = completed_runs_by_hash(runs_dir).get(config_hash(config))
-    return Path(runs_dir) / name if name else None
+def is_locked(runs_dir: Path, config_hash: str) -> bool:
+    """Whether a live process holds the state folder of `config_hash` (a run of it is training)."""
+    path = Path(runs_dir) / BACKUP_DIR / config_hash
+    if not (path / "lock").is_file():
+        return False
+    with open(path / "lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False

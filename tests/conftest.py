@@ -70,7 +70,7 @@ def real_data_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def runs_root(tmp_path: Path, monkeypatch) -> Path:
-    """Every test may write runs below its own tmp_path (the runs root), nowhere else."""
-    monkeypatch.setenv("MNISTLAB_RUNS_ROOT", str(tmp_path))
+def default_runs_dir(tmp_path: Path, monkeypatch) -> Path:
+    """A run written without a runs folder lands in the test's own tmp_path, never in runs/."""
+    monkeypatch.setenv("MNISTLAB_RUNS_DIR", str(tmp_path))
     return tmp_path

@@ -1,12 +1,17 @@
-"""The command line: train prints its run folder last, models lists the zoo, bad input exits 2."""
+"""The command line: train prints its run folder last, --set reaches the config, models lists the
+zoo with its schedules, bad input exits 2 and a diverged run exits 3."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from mnistlab.models import MODELS
+import numpy as np
+import pandas as pd
+
+from mnistlab.recipes import MODEL_NAMES
 
 
 def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:
@@ -14,36 +19,55 @@ def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:
                           timeout=300, env=env)
 
 
-def test_models_lists_the_zoo():
+def test_models_lists_the_zoo_with_real_schedules():
     out = run_cli("models")
     assert out.returncode == 0
-    listed = [line.split()[0] for line in out.stdout.splitlines()[1:]]
-    assert listed == list(MODELS)
+    lines = out.stdout.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == list(MODEL_NAMES)
+    bn_cnn = next(line for line in lines if line.startswith("bn_cnn"))
+    assert "0.01 x 0.6^epoch (staircase)" in bn_cnn and "auto" in bn_cnn
+    assert "learning_rate" in run_cli("models", "--keys").stdout
 
 
-def test_train_prints_run_folder_last(tmp_path, real_data_dir):
-    import os
-
+def test_train_with_set_is_the_same_whatever_steps_per_execution(tmp_path, real_data_dir):
     env = {**os.environ, "MNISTLAB_DATA_DIR": str(real_data_dir)}
-    out = run_cli("train", "--model", "slp", "--epochs", "1", "--limit", "500", "--runs-dir", str(tmp_path), env=env)
-    assert out.returncode == 0, out.stderr
-    run_dir = Path(out.stdout.strip().splitlines()[-1])
-    assert run_dir.parent == tmp_path and (run_dir / "metrics.json").is_file()
-    epoch_lines = [line for line in out.stdout.splitlines() if "val_accuracy" in line]
-    assert len(epoch_lines) == 1 and "\r" not in out.stdout  # one line per epoch, no progress bar
+    run_dirs = []
+    for spe in (1, 32):
+        out = run_cli("train", "--model", "mlp", "--epochs", "2", "--limit", "4000", "--runs-dir", str(tmp_path),
+                      "--set", "deterministic=True", "--set", f"steps_per_execution={spe}", env=env)
+        assert out.returncode == 0, out.stderr
+        run_dirs.append(Path(out.stdout.strip().splitlines()[-1]))
+        assert run_dirs[-1].parent == tmp_path
+        epoch_lines = [line for line in out.stdout.splitlines() if line.startswith("epoch ")]
+        assert len(epoch_lines) == 2 and "val_accuracy" in epoch_lines[0] and "\r" not in out.stdout
+    histories = [pd.read_csv(d / "history.csv").drop(columns="epoch_seconds") for d in run_dirs]
+    pd.testing.assert_frame_equal(*histories)
+    predictions = [np.load(d / "predictions.npz")["probabilities"] for d in run_dirs]
+    assert np.array_equal(*predictions)
 
 
 def test_bad_input_exits_2_before_training(tmp_path):
     for args, message in [(("--model", "nope"), "No model named 'nope' found; known models"),
-                          (("--model", "slp", "--epochs", "-1"), "epochs must be a positive integer")]:
-        out = run_cli("train", *args, "--runs-dir", str(tmp_path))
-        assert out.returncode == 2 and message in out.stderr
-    assert not any(tmp_path.iterdir())
+                          (("--model", "slp", "--epochs", "-1"), "epochs must be a positive integer"),
+                          (("--model", "slp", "--set", "augmnt=True"), "Unknown config key(s) 'augmnt'"),
+                          (("--model", "slp", "--set", "seed=-3"), "seed must be an integer from 0")]:
+        out = run_cli("train", *args, "--runs-dir", str(tmp_path / "runs"))
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_diverged_run_exits_3(tmp_path, real_data_dir):
+    env = {**os.environ, "MNISTLAB_DATA_DIR": str(real_data_dir)}
+    out = run_cli("train", "--model", "mlp", "--epochs", "2", "--limit", "1000", "--learning-rate", "1e9",
+                  "--runs-dir", str(tmp_path), env=env)
+    assert out.returncode == 3 and "diverged" in out.stderr
 
 
 def test_run_all_set_refuses_unknown_keys(tmp_path):
-    out = run_cli("run-all", "--models", "slp", "--runs-dir", str(tmp_path), "--set", "augmnt=True")
+    out = run_cli("run-all", "--models", "slp", "--runs-dir", str(tmp_path / "runs"), "--set", "augmnt=True")
     assert out.returncode == 2 and "Unknown config key(s) 'augmnt'" in out.stderr
-    out = run_cli("run-all", "--models", "slp", "--runs-dir", str(tmp_path), "--set", "augment")
+    out = run_cli("run-all", "--models", "slp", "--runs-dir", str(tmp_path / "runs"), "--set", "augment")
     assert out.returncode == 2 and "expected KEY=VALUE" in out.stderr
-    assert not any(tmp_path.iterdir())
+    out = run_cli("run-all", "--models", "slp", "--runs-dir", str(tmp_path / "runs"), "--set", "seed=3")
+    assert out.returncode == 2 and "seed is set per run by run-all" in out.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,30 +1,52 @@
-"""The run config: recipe defaults, overrides, and refusal of unknown keys and invalid values."""
+"""The run config: recipes as data, overrides, refusal of unknown keys and invalid values, and
+the hashes and variant labels computed from what ran."""
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
-from mnistlab.config import check_run_name, make_config
+from mnistlab.config import (FIELDS, TrainConfig, check_run_name, config_hash, describe_schedule,
+                             describe_variant, make_config, variant_hash)
+from mnistlab.recipes import ARTICLE_RECIPES, RECIPES
+
+RESOLVED = {"precision": "float32", "threads": 2}
 
 
 def test_recipe_defaults():
     config = make_config("bn_cnn")
     assert (config.epochs, config.batch_size, config.learning_rate) == (10, 128, 0.01)
-    assert (config.lr_schedule, config.lr_decay) == ("exponential", 0.6)
-    assert make_config("slp").lr_schedule == "constant"
+    assert (config.lr_schedule, config.lr_decay, config.precision) == ("exponential", 0.6, "auto")
+    assert make_config("slp").to_dict() == {**TrainConfig().to_dict(), "model": "slp"}
     assert (make_config("mlp").lr_schedule, make_config("mlp").learning_rate) == ("cosine", 0.002)
 
 
-def test_overrides_and_none_keeps_default():
+def test_recipes_name_only_config_fields():
+    for table in (RECIPES, ARTICLE_RECIPES):
+        for model, overrides in table.items():
+            assert set(overrides) <= set(FIELDS), model
+    assert set(RECIPES) == set(ARTICLE_RECIPES)
+
+
+def test_article_recipe():
+    config = make_config("mlp", recipe="article")
+    assert (config.learning_rate, config.lr_schedule, config.validation_size) == (0.001, "constant", 0)
+    assert make_config("tiny_mlp", recipe="article").validation_size == 12000
+    with pytest.raises(ValueError, match="recipe='paper' is unknown; use one of mnistlab, article"):
+        make_config("mlp", recipe="paper")
+
+
+def test_overrides_and_none_keeps_the_recipe():
     config = make_config("slp", epochs=3, learning_rate=None, limit=None)
     assert config.epochs == 3 and config.learning_rate == 0.001 and config.limit is None
 
 
-def test_short_runs_shorten_the_recipes_warmup():
-    assert make_config("mlp").lr_warmup_epochs == 1.0
-    assert make_config("mlp", epochs=1).lr_warmup_epochs == 0.1
+def test_a_short_run_keeps_the_schedules_shape():
+    # The warm-up is a share of the steps, so a one-epoch smoke run needs no rewriting.
+    assert make_config("mlp", epochs=1).lr_warmup_fraction == make_config("mlp").lr_warmup_fraction == 0.1
 
 
 def test_frozen():
@@ -33,18 +55,20 @@ def test_frozen():
 
 
 def test_strings_from_papermill_are_converted():
-    config = make_config("slp", epochs="2", seed="7", learning_rate="0.01", limit="100")
-    assert (config.epochs, config.seed, config.learning_rate, config.limit) == (2, 7, 0.01, 100)
+    config = make_config("slp", epochs="2", seed="7", learning_rate="0.01", limit="1000", augment="True")
+    assert (config.epochs, config.seed, config.learning_rate, config.limit, config.augment) == (2, 7, 0.01, 1000, True)
+    assert make_config("slp", limit="None").limit is None
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(ValueError, match=r"Unknown config key\(s\) 'epoch'; known keys: model, dataset, epochs"):
+    with pytest.raises(ValueError, match=r"Unknown config key\(s\) 'epoch'; known keys: model, recipe, dataset"):
         make_config("slp", epoch=3)
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"epochs": 0}, "epochs must be a positive integer, got 0"),
-    ({"epochs": -1}, "epochs must be a positive integer, got -1"),
+    ({"epochs": 0}, "epochs must be a positive integer up to 10000, got 0"),
+    ({"epochs": -1}, "epochs must be a positive integer up to 10000, got -1"),
+    ({"epochs": 10**12}, "epochs must be a positive integer up to 10000"),
     ({"epochs": 2.5}, "epochs must be an integer, got 2.5"),
     ({"epochs": "ten"}, "epochs must be an integer, got 'ten'"),
     ({"epochs": True}, "epochs must be an integer, got True"),
@@ -53,18 +77,24 @@ def test_unknown_key_is_named():
     ({"learning_rate": float("nan")}, "learning_rate must be finite"),
     ({"learning_rate": "inf"}, "learning_rate must be finite"),
     ({"seed": "1.5"}, "seed must be an integer, got '1.5'"),
-    ({"seed": -1}, "seed must be a non-negative integer"),
+    ({"seed": -1}, "seed must be an integer from 0 to 4294967295"),
+    ({"seed": 2**32}, "seed must be an integer from 0 to 4294967295"),
     ({"limit": 0}, "limit must be a positive integer up to 55000"),
     ({"limit": 55001}, "limit must be a positive integer up to 55000"),
-    ({"dataset": "cifar10"}, "dataset='cifar10' is unknown; known datasets: mnist, fashion_mnist"),
+    ({"dataset": "cifar10"}, "dataset='cifar10' is unknown; use one of mnist, fashion_mnist"),
     ({"lr_schedule": "one_cycle"}, "lr_schedule='one_cycle' is unknown"),
     ({"strategy": "tpu"}, "strategy='tpu' is unknown"),
     ({"optimizer": "sgd"}, "optimizer='sgd' is unknown"),
-    ({"precision": "float16"}, "precision='float16' is unknown; use one of float32, mixed_bfloat16"),
-    ({"lr_warmup_epochs": 10}, "lr_warmup_epochs must be in"),
+    ({"precision": "float16"}, "precision='float16' is unknown; use one of float32, mixed_bfloat16, auto"),
+    ({"lr_warmup_fraction": 1.0}, "lr_warmup_fraction must be in [0, 1)"),
+    ({"ae_noise_stddev": -1}, "ae_noise_stddev must be a non-negative number"),
+    # Inconsistent pairs name both keys.
+    ({"limit": 100}, "batch_size=128 is larger than the 100 training images left by limit=100"),
+    ({"early_stopping_patience": 2, "validation_size": 0},
+     "early_stopping_patience=2 needs a validation split, but validation_size=0"),
 ])
 def test_invalid_values_are_refused(overrides, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         make_config("slp", **overrides)
 
 
@@ -83,29 +113,48 @@ def test_plain_run_name_is_accepted():
     assert check_run_name("mlp-20261122-000000-ab12") == "mlp-20261122-000000-ab12"
 
 
-def test_precision_changes_the_hash_but_float32_keeps_the_old_one():
-    import hashlib
-    import json
+def test_every_result_setting_changes_the_hash():
+    config = make_config("cnn")
+    base = config_hash(config, RESOLVED)
+    changed = {"recipe": "article", "dataset": "fashion_mnist", "epochs": 2, "batch_size": 64,
+               "learning_rate": 0.01, "lr_schedule": "constant", "lr_decay": 0.5, "lr_warmup_fraction": 0.2,
+               "optimizer": "adadelta", "seed": 1, "validation_size": 100, "limit": 1000, "l1": 0.1, "l2": 0.1,
+               "early_stopping_patience": 1, "normalize": False, "augment": True, "ae_epochs": 2,
+               "ae_learning_rate": 0.5, "ae_noise_stddev": 0.1, "strategy": "mirrored", "deterministic": True,
+               "model": "cnn_linear"}
+    for key, value in changed.items():
+        other = dataclasses.replace(config, **{key: value})
+        assert config_hash(other, RESOLVED) != base, key
+    # Machine-dependent settings count as they ran, not as requested.
+    assert config_hash(config, {**RESOLVED, "threads": 1}) != base
+    assert config_hash(config, {**RESOLVED, "precision": "mixed_bfloat16"}) != base
+    assert config_hash(dataclasses.replace(config, precision="float32"), RESOLVED) == base
+    # Shown not to change results (tests/test_schedules.py): left out.
+    for key, value in {"verbose": 0, "steps_per_execution": 1}.items():
+        assert config_hash(dataclasses.replace(config, **{key: value}), RESOLVED) == base, key
+    assert set(changed) | {"verbose", "steps_per_execution", "precision", "threads"} == set(FIELDS)
 
-    from mnistlab.config import config_hash
 
-    config = make_config("cnn", precision="float32")
-    assert config_hash(make_config("cnn", precision="mixed_bfloat16")) != config_hash(config)
-    # Runs recorded before `precision` existed keep their hash (run-all still skips them).
-    before = {k: v for k, v in config.to_dict().items()
-              if k not in ("verbose", "steps_per_execution", "threads", "precision")}
-    assert config_hash(config) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
+def test_seeds_of_a_variant_share_its_hash_and_label():
+    a, b = make_config("mlp", seed=0, epochs=3), make_config("mlp", seed=1, epochs=3)
+    assert variant_hash(a, RESOLVED) == variant_hash(b, RESOLVED)
+    assert config_hash(a, RESOLVED) != config_hash(b, RESOLVED)
+    assert describe_variant(a, RESOLVED) == "mlp[epochs=3]"
+    assert describe_variant(make_config("mlp"), RESOLVED) == "mlp"
+    assert describe_variant(make_config("mlp", recipe="article"), RESOLVED) == "mlp[recipe=article]"
+    # A recipe's "auto" precision is float32 unless it ran in bfloat16.
+    assert describe_variant(make_config("bn_cnn"), RESOLVED) == "bn_cnn"
+    assert describe_variant(make_config("bn_cnn"), {**RESOLVED, "precision": "mixed_bfloat16"}) == \
+        "bn_cnn[precision=mixed_bfloat16]"
 
 
-def test_auto_precision_follows_the_cpu_flags(tmp_path):
-    from mnistlab.config import auto_precision
+def test_schedules_in_words():
+    assert describe_schedule(make_config("bn_cnn")) == "0.01 x 0.6^epoch (staircase)"
+    assert describe_schedule(make_config("slp")) == "0.001 constant"
+    assert "cosine" in describe_schedule(make_config("mlp"))
 
-    with_amx, plain = tmp_path / "amx", tmp_path / "plain"
-    with_amx.write_text("flags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n")
-    plain.write_text("flags\t\t: fpu sse avx2 fma\n")
-    assert auto_precision(str(with_amx)) == "mixed_bfloat16"
-    assert auto_precision(str(plain)) == "float32"
-    assert auto_precision(str(tmp_path / "missing")) == "float32"
-    assert make_config("bn_cnn").precision == auto_precision()  # the recipe says "auto"
-    assert make_config("bn_cnn", precision="float32").precision == "float32"
-    assert make_config("slp").precision == "float32"
+
+def test_config_module_imports_no_tensorflow():
+    code = "import sys; import mnistlab.config, mnistlab.machine; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

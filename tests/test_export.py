@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,7 +11,7 @@ import tensorflow as tf
 from mnistlab.cli import main
 from mnistlab.config import make_config
 from mnistlab.export import export_serving, export_theta, load_theta, predict_theta
-from mnistlab.runs import load_model
+from mnistlab.results import load_model
 from mnistlab.train import train_and_evaluate
 
 
@@ -23,8 +25,8 @@ def test_theta_csvs_predict_like_keras(sigmoid_run, tiny_data, tmp_path):
     theta1_path, theta2_path = export_theta(model, tmp_path / "theta")
     theta1, theta2 = load_theta(tmp_path / "theta")
     assert theta1.shape == (785, 300) and theta2.shape == (301, 10)
-    x = tiny_data.x_test / 255.0
-    expected = model.predict(x.astype(np.float32), verbose=0)
+    x = tiny_data.x_test  # raw pixels, as the model takes them
+    expected = model.predict(x, verbose=0)
     probabilities = predict_theta(theta1, theta2, x)
     assert np.allclose(probabilities, expected, atol=1e-5)
     assert np.array_equal(probabilities.argmax(1), expected.argmax(1))
@@ -42,12 +44,21 @@ def test_serving_export_signature(sigmoid_run, tiny_data, tmp_path):
     target = export_serving(model, tmp_path / "models", "sigmoid_mlp", version=1)
     assert target == tmp_path / "models" / "sigmoid_mlp" / "1" and (target / "saved_model.pb").is_file()
     served = tf.saved_model.load(str(target)).signatures["serve"]
-    x = (tiny_data.x_test[:5] / 255.0).astype(np.float32)
+    x = tiny_data.x_test[:5].astype(np.float32)  # raw pixels in [0, 255]
+    assert served.structured_input_signature[1]["pixels"].shape.as_list() == [None, 28, 28]
     (output,) = served(tf.constant(x)).values()
     assert output.shape == (5, 10) and output.dtype == tf.float32
     assert np.allclose(output.numpy(), model.predict(x, verbose=0), atol=1e-6)
     with pytest.raises(FileExistsError, match="use version 2"):
         export_serving(model, tmp_path / "models", "sigmoid_mlp", version=1)
+
+
+def test_cli_export_refuses_a_model_name_that_is_a_path(sigmoid_run, tmp_path, capsys):
+    record = json.loads((sigmoid_run / "config.json").read_text())
+    record["config"]["model"] = str(tmp_path / "elsewhere")
+    (sigmoid_run / "config.json").write_text(json.dumps(record))
+    assert main(["export", "--run", str(sigmoid_run), "--out", str(tmp_path / "models")]) == 2
+    assert "No model named" in capsys.readouterr().err and not (tmp_path / "elsewhere").exists()
 
 
 def test_cli_export_ae_classifier_writes_both_models(tmp_path, tiny_data, capsys):

@@ -8,22 +8,44 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mnistlab.config import make_config
 from mnistlab.lr_finder import lr_range_test, run_lr_finder, suggest_learning_rate
 
 
 def test_range_test_rises_exponentially(tiny_data):
-    curve = lr_range_test("slp", tiny_data.x_train, tiny_data.y_train, min_lr=1e-4, max_lr=1e-1,
-                          steps=30, batch_size=32)
+    curve = lr_range_test(make_config("slp", batch_size=32, steps_per_execution=32), tiny_data.x_train,
+                          tiny_data.y_train, min_lr=1e-4, max_lr=1e-1, steps=30)
     assert len(curve) == 30 and list(curve.columns) == ["step", "learning_rate", "loss", "smoothed_loss"]
-    assert curve.learning_rate.iloc[0] == pytest.approx(1e-4) and curve.learning_rate.iloc[-1] == pytest.approx(1e-1)
+    assert curve.learning_rate.iloc[0] == pytest.approx(1e-4, rel=1e-5) and curve.learning_rate.iloc[-1] == pytest.approx(1e-1, rel=1e-5)
     ratios = curve.learning_rate.to_numpy()[1:] / curve.learning_rate.to_numpy()[:-1]
     assert np.allclose(ratios, ratios[0])
     assert (curve.loss > 0).all()  # per-batch losses recovered from Keras' running mean
 
 
+def test_range_test_uses_the_models_optimizer(tiny_data):
+    # ae_classifier trains with Adadelta: the range test does too.
+    import keras
+
+    from mnistlab import lr_finder
+
+    seen = []
+    original = lr_finder.LearningRateRangeTest.on_train_batch_end
+
+    def spy(self, batch, logs=None):
+        seen.append(type(self.model.optimizer))
+        return original(self, batch, logs)
+
+    lr_finder.LearningRateRangeTest.on_train_batch_end = spy
+    try:
+        lr_range_test(make_config("ae_classifier", batch_size=32), tiny_data.x_train, tiny_data.y_train, steps=10)
+    finally:
+        lr_finder.LearningRateRangeTest.on_train_batch_end = original
+    assert seen and all(t is keras.optimizers.Adadelta for t in seen)
+
+
 def test_range_test_stops_when_the_loss_explodes(tiny_data):
-    curve = lr_range_test("mlp", tiny_data.x_train, tiny_data.y_train, min_lr=1e-3, max_lr=1e4,
-                          steps=200, batch_size=32)
+    curve = lr_range_test(make_config("mlp", batch_size=32), tiny_data.x_train, tiny_data.y_train,
+                          min_lr=1e-3, max_lr=1e4, steps=200)
     assert len(curve) < 200
 
 
@@ -40,7 +62,7 @@ def test_suggestion_is_a_tenth_of_the_minimum():
 ])
 def test_bad_ranges_are_refused(kwargs, message, tiny_data):
     with pytest.raises(ValueError, match=message):
-        lr_range_test("slp", tiny_data.x_train, tiny_data.y_train, **kwargs)
+        lr_range_test(make_config("slp"), tiny_data.x_train, tiny_data.y_train, **kwargs)
 
 
 def test_run_lr_finder_writes_its_folder(tmp_path, real_data_dir, monkeypatch):
@@ -49,4 +71,4 @@ def test_run_lr_finder_writes_its_folder(tmp_path, real_data_dir, monkeypatch):
     assert folder.name.startswith("lr_finder-slp-")
     assert {p.name for p in folder.iterdir()} >= {"lr_finder.csv", "lr_finder.png", "lr_finder.json", "status.json"}
     saved = json.loads((folder / "lr_finder.json").read_text())
-    assert saved["suggested_learning_rate"] == suggestion and 1e-6 < suggestion < 10.0
+    assert saved["suggested_learning_rate"] == suggestion == pytest.approx(curve.learning_rate[curve.smoothed_loss.idxmin()] / 10)
