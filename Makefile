@@ -74,4 +74,4 @@ BEST_EPOCHS ?= 20
 best: setup data
 	$(PY) -m mnistlab run-all --models deep_bn_cnn --seeds 3 --epochs $(BEST_EPOCHS) --runs-dir $(RUNS_DIR)/best --workers $(WORKERS) \
 		--set augment=True $(RUN_ARGS)
-	$(PY) -m mnistlab ensemble $(RUNS_DIR)/best/deep_bn_cnn-*/
+	$(PY) -m mnistlab ensemble --runs-dir $(RUNS_DIR)/best --model deep_bn_cnn

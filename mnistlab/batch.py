@@ -149,19 +149,21 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
             failures.append(train_one(run_name, config.to_dict(), runs_dir, log_output))
     failures = [f for f in failures if f]
     output = runs_dir / "compare_runs.ipynb"
+    comparison = None
     try:
         execute_notebook("compare_runs.ipynb", output, log_output=log_output,
                          parameters={"runs_dir": str(runs_dir), "dataset": plan[0].dataset})
-    except Exception:
-        if not failures:
-            raise
-        failures.append("compare_runs.ipynb: could not compare (see above)")  # the runs' failures come first
+    except Exception as e:  # noqa: BLE001 -- papermill's error names the failing cell
+        lines = str(e).strip().splitlines()
+        comparison = f"compare_runs.ipynb failed: {lines[-1] if lines else type(e).__name__}"
     write_json(runs_dir / "run_all_timing.json", {
-        "seconds": round(time.perf_counter() - start, 1), "runs": len(jobs), "skipped": len(plan) - len(jobs),
-        "failed": len(failures), "workers": workers, "scheduler": scheduler,
+        "seconds": round(time.perf_counter() - start, 1), "planned": len(plan), "skipped": len(plan) - len(jobs),
+        "trained": len(jobs) - len(failures), "failed": len(failures), "comparison": comparison or "completed",
+        "workers": workers, "scheduler": scheduler,
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
-    if failures:
-        raise RuntimeError(f"{len(failures)} of {len(plan)} runs failed:\n  " + "\n  ".join(failures))
+    if failures or comparison:
+        raise RuntimeError(f"{len(failures)} of {len(jobs)} runs started failed" + (":\n  " if failures else "")
+                           + "\n  ".join(failures) + (f"\n{comparison}" if comparison else ""))
     return output
 
 

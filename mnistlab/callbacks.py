@@ -82,3 +82,38 @@ class StopOnDivergence(keras.callbacks.Callback):
             print(f"Epoch {epoch + 1}: loss {loss:.3f} is worse than {self.threshold:.3f} "
                   "(twice a uniform guess's): the run diverged; stopping", flush=True)
             self.model.stop_training = True
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping on val_loss with the best weights restored, whose state (epochs
+    without improvement, the best loss, its epoch and weights) is saved in `state_dir` after every
+    epoch and read back when a resumed run starts, so that stopping does not depend on whether
+    the run was interrupted."""
+
+    def __init__(self, state_dir, patience: int):
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
+        self.state_dir = state_dir
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        meta = self.state_dir / "early_stopping.json"
+        if meta.is_file():
+            import json
+
+            state = json.loads(meta.read_text())
+            self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
+            weights = self.state_dir / "early_stopping.weights.h5"
+            if weights.is_file():
+                self.model.load_weights(weights)  # the best so far, to restore at the end
+                self.best_weights = self.model.get_weights()
+                self.model.load_weights(self.state_dir / "keras" / "latest.weights.h5")
+
+    def on_epoch_end(self, epoch, logs=None):
+        improved_before = self.best_epoch
+        super().on_epoch_end(epoch, logs)
+        from mnistlab.runs import write_json
+
+        if self.best_epoch != improved_before or not (self.state_dir / "early_stopping.weights.h5").is_file():
+            self.model.save_weights(self.state_dir / "early_stopping.weights.h5")
+        write_json(self.state_dir / "early_stopping.json",
+                   {"wait": self.wait, "best": float(self.best), "best_epoch": self.best_epoch})

@@ -121,7 +121,8 @@ def cmd_predict(args) -> int:
         if "error" in result:
             print(f"{result['path']}: {result['error']}")
         else:
-            print(f"{result['path']}: " + ", ".join(f"{name} {p:.3f}" for name, p in result["top"]))
+            warning = f"  (warning: {'; '.join(result['warnings'])})" if result["warnings"] else ""
+            print(f"{result['path']}: " + ", ".join(f"{name} {p:.3f}" for name, p in result["top"]) + warning)
     return 1 if any("error" in r for r in results) else 0
 
 
@@ -132,10 +133,31 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _ensemble_members(args) -> list[Path]:
+    """The run folders named, or the counted runs (the latest completed run per seed) of the one
+    variant of `--model` in `--runs-dir`."""
+    if args.run_dirs:
+        if args.runs_dir or args.model:
+            raise ValueError("name run folders, or --runs-dir with --model, not both")
+        return [_completed_run(d)[0] for d in args.run_dirs]
+    if not (args.runs_dir and args.model):
+        raise ValueError("name two or more run folders, or --runs-dir DIR --model MODEL")
+    from mnistlab.results import latest_runs, load_runs
+
+    counted, _ = latest_runs(load_runs(args.runs_dir))
+    counted = counted[counted.model == args.model]
+    variants = sorted(set(counted.variant))
+    if len(variants) != 1:
+        raise ValueError(f"{args.runs_dir} holds completed runs of {len(variants)} variants of {args.model!r} "
+                         f"({', '.join(variants) or 'none'}); an ensemble needs exactly one: name the run folders")
+    print(f"ensemble of {variants[0]}: the latest completed run of each of {len(counted)} seeds")
+    return [Path(d) for d in counted.run_dir]
+
+
 def cmd_ensemble(args) -> int:
     from mnistlab.evaluate import ensemble
 
-    result = ensemble([_completed_run(d)[0] for d in args.run_dirs])
+    result = ensemble(_ensemble_members(args))
     for name, accuracy in zip(result["runs"], result["run_accuracies"]):
         print(f"{name}: {accuracy:.4f}")
     print(f"ensemble of {len(result['runs'])}: {result['ensemble_accuracy']:.4f}")
@@ -216,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     ens = sub.add_parser("ensemble", help="score the average of several runs' test-set probabilities")
-    ens.add_argument("run_dirs", nargs="+", help="completed run folders (two or more)")
+    ens.add_argument("run_dirs", nargs="*", help="completed run folders (two or more)")
+    ens.add_argument("--runs-dir", default=None, help="instead: the runs folder holding the members (with --model)")
+    ens.add_argument("--model", default=None,
+                     help="with --runs-dir: the latest completed run per seed of this model's one variant")
     ens.set_defaults(func=cmd_ensemble)
 
     export = sub.add_parser("export", help="export a run's model for TF Serving (models/<name>/<version>/)")
@@ -236,3 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:  # a disk that fills, a folder that vanishes: the run folder records it
+        print(f"error: {e.strerror or e} ({e.filename or 'no file named'}); a run that had started is "
+              "recorded with status 'failed'", file=sys.stderr)
+        return 1

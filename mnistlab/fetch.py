@@ -49,7 +49,11 @@ def fetch_dataset(name: str, data_dir: str | os.PathLike, mirror: str | os.PathL
     """
     info = dataset_info(name)
     dest = Path(data_dir) / info.folder
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as e:
+        raise DataError(f"data directory {data_dir}: cannot create {dest} there ({e.strerror}); "
+                        "point --data-dir (or MNISTLAB_DATA_DIR) at a folder") from None
     source = Path(mirror) / info.folder if mirror else None
     for stem in FILE_STEMS.values():
         try:

@@ -11,16 +11,34 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 FIT_BOX = 20  # MNIST fits each digit into 20x20 ...
 FIELD = 28  # ... and centres it in 28x28
 MIN_CONTRAST = 32  # grey levels between background and ink below which an image counts as blank
+MAX_PIXELS = 40_000_000  # larger images are refused (a decompression bomb, or not a digit)
+# A digit whose ink covers fewer pixels than this, or whose contrast is below FAINT_CONTRAST,
+# is predicted with a warning: scaled to 20x20 it is mostly interpolation.
+MIN_INK_PIXELS = 30
+FAINT_CONTRAST = 64
 
 
 class BlankImageError(ValueError):
     """The image holds no digit (uniform, or nearly so)."""
+
+
+def digit_warnings(gray: np.ndarray) -> list[str]:
+    """What makes a grayscale image's digit hard to read: too faint, or too small (few ink pixels)."""
+    gray = np.asarray(gray, dtype=np.float64)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    ink = np.abs(gray - np.median(border))
+    warnings = []
+    if ink.max() < FAINT_CONTRAST:
+        warnings.append(f"the digit is faint (contrast {ink.max():.0f} of 255)")
+    if np.count_nonzero(ink > 0.5 * ink.max()) < MIN_INK_PIXELS:
+        warnings.append(f"the digit is tiny ({np.count_nonzero(ink > 0.5 * ink.max())} ink pixels)")
+    return warnings
 
 
 def to_digit_field(gray: np.ndarray, name: str = "<array>") -> np.ndarray:
@@ -53,27 +71,50 @@ def to_digit_field(gray: np.ndarray, name: str = "<array>") -> np.ndarray:
     return np.clip(field, 0, 255).round().astype(np.uint8)
 
 
-def preprocess_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a PNG/JPEG and return (28, 28) uint8 as MNIST. Raises ValueError (naming the file)
-    for a file that is not an image, BlankImageError for an image without a digit."""
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """A PNG/JPEG as (H, W) uint8 grayscale, as a person sees it: EXIF orientation applied (phone
+    photos), transparency composited onto white (a drawing canvas's black strokes on a transparent
+    background). Raises ValueError naming the file for a file that is not an image or is larger
+    than MAX_PIXELS."""
     path = Path(path)
     try:
         with Image.open(path) as image:
-            gray = np.asarray(image.convert("L"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not a readable PNG or JPEG image ({e})") from e
-    return to_digit_field(gray, str(path))
+            if image.width * image.height > MAX_PIXELS:
+                raise ValueError(f"{path}: {image.width}x{image.height} pixels, more than the "
+                                 f"{MAX_PIXELS:,} accepted; crop or shrink the image to the digit")
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(background, rgba)
+            return np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: not a readable PNG or JPEG image ({e})") from None
+
+
+def preprocess_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a PNG/JPEG and return (28, 28) uint8 as MNIST. Raises ValueError (naming the file)
+    for a file that is not an image or too large, BlankImageError for an image without a digit."""
+    return to_digit_field(read_gray(path), str(path))
 
 
 def predict_images(model, paths, class_names, top: int = 3) -> list[dict]:
     """Top-`top` classes for each image file. Returns one dict per path: `path`, and either
-    `top` (a list of (class name, probability)) or `error` (blank or unreadable image)."""
+    `top` (a list of (class name, probability)) and `warnings` (faint or tiny digit), or `error`
+    (blank, unreadable or too large an image; the other images go on). Raises ValueError if
+    `class_names` does not name every one of the model's outputs (a damaged run record)."""
+    outputs = model.output_shape[-1]
+    if not isinstance(class_names, list | tuple) or len(class_names) != outputs \
+            or not all(isinstance(name, str) for name in class_names):
+        raise ValueError(f"the run's class_names ({class_names!r:.80}) do not name the model's {outputs} "
+                         "classes: its config.json is damaged")
     results, batch, index = [], [], []
     for path in paths:
         try:
-            batch.append(preprocess_image(path))
+            gray = read_gray(path)
+            batch.append(to_digit_field(gray, str(path)))
             index.append(len(results))
-            results.append({"path": str(path)})
+            results.append({"path": str(path), "warnings": digit_warnings(gray)})
         except ValueError as e:
             results.append({"path": str(path), "error": str(e)})
     if batch:

@@ -125,12 +125,14 @@ def check_writable(runs_dir: Path) -> None:
     ValueError naming the folder and the reason (read-only, not a folder, a name the file system
     cannot hold), before any data is loaded or model built."""
     try:
+        str(runs_dir).encode("utf-8")  # TensorFlow and Keras take paths as UTF-8 strings
         runs_dir.mkdir(parents=True, exist_ok=True)
         probe = Path(tempfile.mkdtemp(dir=runs_dir, prefix=f"{TMP_PREFIX}probe-"))
         probe.rmdir()
     except (OSError, UnicodeEncodeError) as e:
-        reason = "it is read-only" if getattr(e, "errno", None) in (errno.EACCES, errno.EROFS, errno.EPERM) else e
-        raise ValueError(f"runs_dir {runs_dir} cannot hold run folders ({reason}); "
+        reason = ("it is read-only" if getattr(e, "errno", None) in (errno.EACCES, errno.EROFS, errno.EPERM)
+                  else "its name is not valid UTF-8" if isinstance(e, UnicodeEncodeError) else e)
+        raise ValueError(f"runs_dir {str(runs_dir)!r} cannot hold run folders ({reason}); "
                          "choose another folder with --runs-dir") from None
 
 

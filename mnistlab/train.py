@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt
 import tensorflow as tf
 
 from mnistlab import autoencoder, machine
-from mnistlab.callbacks import EpochLogs, ShuffleEpoch, StopOnDivergence, divergence_threshold
+from mnistlab.callbacks import (EpochLogs, ResumableEarlyStopping, ShuffleEpoch, StopOnDivergence,
+                                divergence_threshold)
 from mnistlab.config import (TrainConfig, check_run_name, config_hash, describe_variant, validate,
                              variant_hash)
 from mnistlab.data import MnistData, load_dataset
@@ -174,8 +175,7 @@ def make_callbacks(config: TrainConfig, run_path: Path, state: Path, num_classes
         keras.callbacks.TensorBoard(log_dir=str(run_path / "tensorboard"), write_graph=False),
     ]
     if config.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True))
+        callbacks.append(ResumableEarlyStopping(state, config.early_stopping_patience))
     return callbacks
 
 

@@ -74,3 +74,11 @@ def default_runs_dir(tmp_path: Path, monkeypatch) -> Path:
     """A run written without a runs folder lands in the test's own tmp_path, never in runs/."""
     monkeypatch.setenv("MNISTLAB_RUNS_DIR", str(tmp_path))
     return tmp_path
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that reads the real MNIST files is part of the slow tier (`pytest -m "not slow"`
+    skips it), like those marked slow by hand: subprocesses, notebooks, Dask."""
+    for item in items:
+        if "real_data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import keras
@@ -10,6 +12,8 @@ import numpy as np
 from mnistlab.autoencoder import add_noise, build_autoencoder
 from mnistlab.config import make_config
 from mnistlab.train import train_and_evaluate
+
+pytestmark = pytest.mark.slow  # training runs
 
 
 def test_ae_classifier_run(tmp_path, tiny_data):

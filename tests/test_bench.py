@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 import pandas as pd
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import bench
@@ -58,6 +59,7 @@ def test_bench_quick_run(tmp_path, real_data_dir, monkeypatch):
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 def test_levers_measure_in_their_own_process(real_data_dir, monkeypatch):
     import levers
 

@@ -3,6 +3,8 @@ zoo with its schedules, bad input exits 2 and a diverged run exits 3."""
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -12,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from mnistlab.recipes import MODEL_NAMES
+
+pytestmark = pytest.mark.slow  # subprocesses, notebooks or Dask
 
 
 def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:

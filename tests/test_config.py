@@ -154,6 +154,7 @@ def test_schedules_in_words():
     assert "cosine" in describe_schedule(make_config("mlp"))
 
 
+@pytest.mark.slow
 def test_config_module_imports_no_tensorflow():
     code = "import sys; import mnistlab.config, mnistlab.machine; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -5,10 +5,14 @@ Logical devices must be configured before TensorFlow starts, so the run goes in 
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+pytestmark = pytest.mark.slow  # a subprocess
 
 SCRIPT = """
 import json, sys

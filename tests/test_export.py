@@ -14,6 +14,8 @@ from mnistlab.export import export_serving, export_theta, load_theta, predict_th
 from mnistlab.results import load_model
 from mnistlab.train import train_and_evaluate
 
+pytestmark = pytest.mark.slow  # training runs and SavedModels
+
 
 @pytest.fixture
 def sigmoid_run(tmp_path, tiny_data):

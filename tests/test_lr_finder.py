@@ -11,6 +11,8 @@ import pytest
 from mnistlab.config import make_config
 from mnistlab.lr_finder import lr_range_test, run_lr_finder, suggest_learning_rate
 
+pytestmark = pytest.mark.slow  # training runs
+
 
 def test_range_test_rises_exponentially(tiny_data):
     curve = lr_range_test(make_config("slp", batch_size=32, steps_per_execution=32), tiny_data.x_train,

@@ -40,6 +40,7 @@ def test_cpu_info_reads_proc_cpuinfo(tmp_path):
     assert machine.cpu_info(str(tmp_path / "missing")) == ("unknown", frozenset())
 
 
+@pytest.mark.slow
 def test_inferred_isa_agrees_with_onednn_here():
     """oneDNN's own verbose log names the ISA it uses; the inference must agree on this machine."""
     probed = machine.probe_onednn_isa()

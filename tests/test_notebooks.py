@@ -11,6 +11,8 @@ import pytest
 
 from mnistlab.batch import NOTEBOOKS_DIR, execute_notebook, run_all
 
+pytestmark = pytest.mark.slow  # subprocesses, notebooks or Dask
+
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 
 

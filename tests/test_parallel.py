@@ -9,6 +9,8 @@ import pytest
 
 from mnistlab.batch import run_all
 
+pytestmark = pytest.mark.slow  # subprocesses, notebooks or Dask
+
 
 def test_run_all_on_two_dask_workers(tmp_path, real_data_dir, monkeypatch):
     monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
@@ -19,7 +21,7 @@ def test_run_all_on_two_dask_workers(tmp_path, real_data_dir, monkeypatch):
         assert (run_dir / "train_model.ipynb").is_file()
         assert json.loads((run_dir / "config.json").read_text())["config"]["threads"] >= 1
     timing = json.loads((tmp_path / "run_all_timing.json").read_text())
-    assert (timing["workers"], timing["runs"], timing["failed"]) == (2, 2, 0)
+    assert (timing["workers"], timing["planned"], timing["trained"], timing["failed"]) == (2, 2, 2, 0)
 
 
 def test_workers_must_be_positive(tmp_path):

@@ -33,6 +33,7 @@ def _probabilities(run_dir) -> np.ndarray:
     return np.load(run_dir / "predictions.npz")["probabilities"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_steps_per_execution_and_verbose_do_not_change_the_result(tmp_path, tiny_data, schedule):
     # 320 images / batch 32 = 10 steps per epoch: 32 steps per execution span epochs' ends.
