@@ -65,7 +65,7 @@ def _show_papermill_log() -> None:
 
 
 def train_one(run_name: str, config: dict, runs_dir: Path, log_output: bool = True,
-              progress_bar: bool = True) -> str | None:
+              progress_bar: bool = True, prune: dict | None = None) -> str | None:
     """Execute train_model.ipynb for one run of `config` (a complete TrainConfig as a dict) and
     keep the executed notebook in its run folder.
 
@@ -76,7 +76,8 @@ def train_one(run_name: str, config: dict, runs_dir: Path, log_output: bool = Tr
     failure = None
     try:
         execute_notebook("train_model.ipynb", partial, log_output=log_output, progress_bar=progress_bar,
-                         parameters={"config": config, "runs_dir": str(runs_dir), "run_name": run_name})
+                         parameters={"config": config, "runs_dir": str(runs_dir), "run_name": run_name,
+                                     "prune": prune or {}})
     except Exception as e:  # noqa: BLE001 -- papermill's error names the cell and shows its traceback
         print(f"FAILED {run_name}:\n{e}", file=sys.stderr, flush=True)
         failure = f"{run_name}: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
@@ -140,13 +141,15 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
                   f"{completed} (FORCE=1 re-runs it)", flush=True)
             continue
         jobs.append((i, new_run_name(config.model), config))
-    if workers > 1 or scheduler:
-        failures = _run_on_dask(jobs, len(plan), runs_dir, workers, scheduler)
-    else:
-        failures = []
+    failures = []
+    with Executor(runs_dir, workers, scheduler, log_output) as executor:
         for i, run_name, config in jobs:
             print(f"[{i}/{len(plan)}] {run_name}: {config.model}, seed {config.seed}", flush=True)
-            failures.append(train_one(run_name, config.to_dict(), runs_dir, log_output))
+            executor.submit(run_name, config)
+            while executor.in_flight >= executor.capacity or (i == jobs[-1][0] and executor.in_flight):
+                done, failure = executor.next_result()
+                print(f"{'FAILED' if failure else 'done'} {done}", flush=True)
+                failures.append(failure)
     failures = [f for f in failures if f]
     output = runs_dir / "compare_runs.ipynb"
     comparison = None
@@ -167,23 +170,60 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     return output
 
 
-def _run_on_dask(jobs, total: int, runs_dir: Path, workers: int, scheduler: str | None) -> list[str | None]:
-    from dask.distributed import Client, LocalCluster, as_completed
+class Executor:
+    """Runs train_model.ipynb tasks (train_one) one at a time in this process, or `workers` at a
+    time on a Dask LocalCluster, or on an existing Dask cluster at `scheduler`. Submit tasks,
+    then take results as they finish with `next_result`."""
 
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                  dashboard_address=None)
-    with Client(scheduler or cluster) as client:
-        print(f"Dask: {client}", flush=True)
-        futures = {}
-        for i, run_name, config in jobs:
-            print(f"[{i}/{total}] submitted {run_name}: {config.model}, seed {config.seed}", flush=True)
-            future = client.submit(train_one, run_name, config.to_dict(), runs_dir, False, False, pure=False)
-            futures[future] = run_name
-        failures = []
-        for future in as_completed(futures):
-            failure = future.result()
-            print(f"{'FAILED' if failure else 'done'} {futures[future]}", flush=True)
-            failures.append(failure)
-    if cluster is not None:
-        cluster.close()
-    return failures
+    def __init__(self, runs_dir: Path, workers: int = 1, scheduler: str | None = None, log_output: bool = True):
+        self.runs_dir, self.workers, self.scheduler, self.log_output = runs_dir, workers, scheduler, log_output
+        self.parallel = workers > 1 or bool(scheduler)
+        self._pending: dict = {}  # future (or run name, in process) -> run name
+        self._done: list[tuple[str, str | None]] = []
+
+    def __enter__(self):
+        if self.parallel:
+            from dask.distributed import Client, LocalCluster
+
+            self._cluster = None if self.scheduler else LocalCluster(
+                n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            self._client = Client(self.scheduler or self._cluster)
+            print(f"Dask: {self._client}", flush=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.parallel:
+            self._client.close()
+            if self._cluster is not None:
+                self._cluster.close()
+
+    @property
+    def capacity(self) -> int:
+        """Tasks that can run at once."""
+        return max(1, self.workers) if self.parallel else 1
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending) + len(self._done)
+
+    def submit(self, run_name: str, config: TrainConfig, prune: dict | None = None) -> None:
+        if self.parallel:
+            future = self._client.submit(train_one, run_name, config.to_dict(), self.runs_dir, False, False, prune,
+                                         pure=False)
+            self._pending[future] = run_name
+        else:
+            self._done.append((run_name, train_one(run_name, config.to_dict(), self.runs_dir, self.log_output,
+                                                   prune=prune)))
+
+    def next_result(self) -> tuple[str, str | None]:
+        """(run name, failure or None) of a finished task; blocks until one finishes."""
+        if self._done:
+            return self._done.pop(0)
+        from dask.distributed import wait
+
+        finished = next(iter(wait(list(self._pending), return_when="FIRST_COMPLETED").done))
+        run_name = self._pending.pop(finished)
+        try:
+            return run_name, finished.result()
+        except Exception as e:  # noqa: BLE001 -- a task that could not even start on its worker
+            return run_name, f"{run_name}: {type(e).__name__}: {e}"

@@ -90,6 +90,15 @@ def cmd_run_all(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from mnistlab.sweep import run_sweep
+
+    print(run_sweep(args.model, grid=args.grid, search=args.search, trials=args.trials, seeds=args.seeds,
+                    name=args.name, runs_dir=args.runs_dir, workers=args.workers, scheduler=args.scheduler,
+                    **_run_overrides(args)))
+    return 0
+
+
 def cmd_rerun(args) -> int:
     from mnistlab.train import rerun
 
@@ -220,6 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     run_all.add_argument("--force", action="store_true",
                          help="re-run configs that already have a completed run (default: skip them)")
     run_all.set_defaults(func=cmd_run_all)
+
+    sweep = sub.add_parser("sweep", help="sweep one model's settings: a grid, or an Optuna search; trials are run folders")
+    sweep.add_argument("--model", required=True, help="the model whose recipe is the base")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="values of a config key, repeatable: the full factorial is run (default: none)")
+    sweep.add_argument("--search", action="append", default=[], metavar="KEY=LOW:HIGH[:log|:int]",
+                       help="a range to search with Optuna's TPE sampler, repeatable (default: none)")
+    sweep.add_argument("--trials", type=int, default=12, help="Optuna trials of a --search (default: 12)")
+    sweep.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per setting (default: 1)")
+    sweep.add_argument("--name", default=None, help="the sweep's folder under <runs-dir>/sweeps/ (default: <model>-grid or <model>-search)")
+    _add_run_options(sweep)
+    sweep.add_argument("--runs-dir", default=None, help="runs folder holding sweeps/ (default: $MNISTLAB_RUNS_DIR or runs/)")
+    sweep.add_argument("--workers", type=int, default=1, help="trials at once on a Dask LocalCluster (default: 1)")
+    sweep.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (default: none)")
+    sweep.set_defaults(func=cmd_sweep)
 
     rerun = sub.add_parser("rerun", help="train again exactly as a recorded run (from its config.json)")
     rerun.add_argument("run_dir", help="a run folder holding config.json")

@@ -16,13 +16,13 @@ import pandas as pd
 
 from mnistlab.runs import HISTORY_COLUMNS, TMP_PREFIX, read_json
 
-METRIC_COLUMNS = ["test_accuracy", "test_loss", "val_accuracy", "params", "train_seconds",
+METRIC_COLUMNS = ["test_accuracy", "test_loss", "val_accuracy", "best_val_accuracy", "params", "train_seconds",
                   "images_per_second", "epochs_run"]
-STATUSES = ("completed", "diverged", "failed", "interrupted", "incomplete", "unreadable")
+STATUSES = ("completed", "diverged", "pruned", "failed", "interrupted", "incomplete", "unreadable")
 
 
 def run_status(run_dir: Path) -> str:
-    """"completed", "diverged", "failed", "interrupted", "incomplete" (no status.json, or a
+    """"completed", "diverged", "pruned" (stopped by a sweep), "failed", "interrupted", "incomplete" (no status.json, or a
     temporary folder: a run still going, or one that was killed) or "unreadable"."""
     run_dir = Path(run_dir)
     if run_dir.name.startswith(TMP_PREFIX) or not (run_dir / "status.json").is_file():

@@ -97,3 +97,25 @@ def pairwise_verdicts(pairwise: pd.DataFrame) -> pd.DataFrame:
                  only_b_right=("only_b_right", "sum"), p_holm_max=("p_holm", "max"),
                  significant_all_seeds=("significant", "all"))
             .reset_index())
+
+
+def pareto_front(table: pd.DataFrame, maximize: str, minimize: str) -> pd.Series:
+    """Whether each row is non-dominated: no other row is at least as good on both columns
+    (`maximize` higher, `minimize` lower) and strictly better on one. Returns a bool Series
+    aligned with `table`."""
+    values = table[[maximize, minimize]].to_numpy(dtype=float)
+    front = []
+    for a in values:
+        dominated = any(b[0] >= a[0] and b[1] <= a[1] and (b[0] > a[0] or b[1] < a[1]) for b in values)
+        front.append(not dominated)
+    return pd.Series(front, index=table.index, name="pareto")
+
+
+def seconds_to_final(history: pd.DataFrame, tolerance: float = 0.001) -> float:
+    """Training seconds (summed `epoch_seconds`) until the run's validation accuracy first came
+    within `tolerance` of its final value; NaN without validation."""
+    if "val_accuracy" not in history or history.val_accuracy.isna().all():
+        return float("nan")
+    reached = history.val_accuracy >= history.val_accuracy.iloc[-1] - tolerance
+    first = int(np.argmax(reached.to_numpy()))
+    return float(history.epoch_seconds.iloc[: first + 1].sum())

@@ -211,7 +211,8 @@ def run_record(config: TrainConfig, resolved: dict, run_name: str, data: MnistDa
 
 
 def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike | None = None,
-                       run_name: str | None = None, data: MnistData | None = None) -> Path:
+                       run_name: str | None = None, data: MnistData | None = None,
+                       callbacks: list[keras.callbacks.Callback] = ()) -> Path:
     """Train `config.model` with `config`, evaluate it on the test set, and write a run folder.
 
     Args:
@@ -221,6 +222,8 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike | None =
       run_name: the run folder's name; default `<model>-<timestamp>-<hex>`.
       data: preloaded data (tests pass tiny synthetic sets); default loads `config.dataset`
         with the config's validation split, seed and limit.
+      callbacks: more Keras callbacks (a sweep's pruning). One that sets `stop_status` (and
+        `stop_detail`) ends the run with that status, unevaluated.
 
     Returns the run folder, holding config.json, history.csv, metrics.json, status.json,
     curves.png, model.keras (raw pixels in), the evaluation files (mnistlab.evaluate) and
@@ -265,49 +268,77 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike | None =
         else:
             (state / "history_log.csv").unlink(missing_ok=True)
         start = time.perf_counter()
+        callbacks = make_callbacks(config, run.path, state, data.num_classes, epoch) + list(callbacks)
         model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
                   shuffle=False,  # train_ds shuffles itself, by (seed, epoch)
-                  callbacks=make_callbacks(config, run.path, state, data.num_classes, epoch),
-                  verbose=1 if config.verbose == 1 else 0)
+                  callbacks=callbacks, verbose=1 if config.verbose == 1 else 0)
         train_seconds = time.perf_counter() - start
         hist = read_history_log(state / "history_log.csv")
         hist.to_csv(run.path / "history.csv", index=False)
         final_loss = float(hist["loss"].iloc[-1]) if len(hist) else float("nan")
+        stopped = next((cb for cb in callbacks if getattr(cb, "stop_status", None)), None)
+        if stopped is not None:  # e.g. a sweep's pruning: recorded, not evaluated
+            run.status, run.detail = stopped.stop_status, stopped.stop_detail
+            write_hparams(run.path, record, {"val_accuracy": hist["val_accuracy"].iloc[-1] if len(hist) else None})
+            return runs_dir / run_name
         if not final_loss <= divergence_threshold(data.num_classes):
             # TerminateOnNaN or StopOnDivergence stopped it: record it as diverged, evaluate nothing.
             run.status = "diverged"
             run.detail = (f"training loss {final_loss:.4g} after epoch {len(hist) or 1} with "
                           f"learning_rate={config.learning_rate}; lower learning_rate")
+            write_hparams(run.path, record, {})
             return runs_dir / run_name
         epochs_trained = len(hist) - resumed_from_epoch
-        evaluate_and_record(model, data, config, run.path, test_ds, hist, train_seconds, {
+        metrics = evaluate_and_record(model, data, config, run.path, test_ds, hist, train_seconds, {
             "epochs_run": len(hist), "resumed_from_epoch": resumed_from_epoch,
             "epochs_trained_here": epochs_trained, "replicas": resolved["replicas"],
             # Steps of this process only: a resumed run's earlier epochs ran elsewhere.
             "images_per_second": round(steps_per_epoch * config.batch_size * epochs_trained / train_seconds, 1),
             **extra_metrics})
+        write_hparams(run.path, record, {k: metrics[k] for k in ("test_accuracy", "val_accuracy",
+                                                                  "best_val_accuracy", "train_seconds")})
     return runs_dir / run_name
 
 
+def write_hparams(run_path: Path, record: dict, metrics: dict) -> None:
+    """TensorBoard's HParams record of the run in `run_path/tensorboard/`: every setting as it ran
+    (the seed left out) with the variant's hash as `trial_id`, so the seeds of one variant form one
+    group in `tensorboard --logdir runs`, and the final metrics as scalars."""
+    from tensorboard.plugins.hparams import api as hp
+
+    from mnistlab.config import effective
+
+    settings = effective(TrainConfig(**record["config"]), record["resolved"])
+    hparams = {k: ("None" if v is None else v) for k, v in settings.items() if k not in ("seed", "verbose")}
+    with tf.summary.create_file_writer(str(run_path / "tensorboard")).as_default():
+        hp.hparams(hparams, trial_id=record["variant_hash"])
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)) and value == value:
+                tf.summary.scalar(name, float(value), step=0)
+
+
 def evaluate_and_record(model: keras.Model, data: MnistData, config: TrainConfig, run_path: Path,
-                        test_ds, hist, train_seconds: float, extra: dict) -> None:
+                        test_ds, hist, train_seconds: float, extra: dict) -> dict:
     """Last stage: test loss and accuracy, metrics.json, curves.png, the evaluation files and
     model.keras (which takes raw pixels: it scores the same accuracy on the IDX test images)."""
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
     probabilities = model.predict(test_ds, verbose=0)
-    write_json(run_path / "metrics.json", {
+    metrics = {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "val_accuracy": float(hist["val_accuracy"].iloc[-1]) if "val_accuracy" in hist else None,
+        "best_val_accuracy": float(hist["val_accuracy"].max()) if "val_accuracy" in hist else None,
         "params": int(model.count_params()),
         "train_seconds": round(train_seconds, 3),  # wall time of fit(), validation included
         **extra,
-    })
+    }
+    write_json(run_path / "metrics.json", metrics)
     title = f"{run_path.name.removeprefix('.tmp-')}  (test accuracy {test_accuracy:.4f})"
     fig = plot_curves(hist, title=title, path=run_path / "curves.png")
     plt.close(fig)
     write_evaluation(run_path, data.x_test, data.y_test, probabilities, data.class_names, title)
     model.save(run_path / "model.keras")
+    return metrics
 
 
 def planned_hash(config: TrainConfig) -> str:

@@ -91,3 +91,21 @@ def test_ensemble_of_runs(tmp_path):
     assert result["run_accuracies"] == [0.75, 0.75, 0.75] and result["ensemble_accuracy"] == 1.0
     with pytest.raises(ValueError, match="at least two runs"):
         ensemble([tmp_path / "a"])
+
+
+def test_pareto_front_on_a_known_example():
+    from mnistlab.stats import pareto_front
+
+    table = pd.DataFrame({"accuracy": [0.99, 0.98, 0.97, 0.98, 0.95],
+                          "seconds": [100.0, 20.0, 30.0, 20.0, 5.0]}, index=list("abcde"))
+    # c is dominated by b (better and faster); b and d tie, neither dominates the other.
+    assert pareto_front(table, "accuracy", "seconds").to_dict() == {"a": True, "b": True, "c": False,
+                                                                     "d": True, "e": True}
+
+
+def test_seconds_to_reach_the_final_validation_accuracy():
+    from mnistlab.stats import seconds_to_final
+
+    history = pd.DataFrame({"val_accuracy": [0.90, 0.975, 0.9795, 0.980], "epoch_seconds": [10.0, 11.0, 12.0, 13.0]})
+    assert seconds_to_final(history) == 33.0  # 0.9795 is within 0.001 of 0.980, after 3 epochs
+    assert seconds_to_final(history, tolerance=0.01) == 21.0

@@ -1,0 +1,293 @@
+"""Sweeps of settings (`python -m mnistlab sweep`, `make sweep`): a full-factorial grid, or an
+Optuna search (TPE, seeded; median pruning on val_accuracy), each trial an ordinary run folder
+under `<runs_dir>/sweeps/<name>/`, run by the engine run-all uses (mnistlab.batch.Executor).
+
+The Optuna study lives in `study.db` (SQLite) beside the trials, so an interrupted sweep resumes
+where it stopped: grid points with a completed run are skipped, as in run-all; search trials
+whose run completed are told their result, the others are tried again. The best setting is the
+one with the highest mean final validation accuracy over its seeds; test accuracy never chooses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import typing
+from pathlib import Path
+
+import pandas as pd
+
+from mnistlab.batch import Executor, check_kernel, execute_notebook
+from mnistlab.config import FIELDS, NOT_RESULT, TrainConfig, _coerce, make_config
+from mnistlab.results import completed_runs_by_hash, load_runs, run_status
+from mnistlab.runs import check_writable, new_run_name, read_json, resolve_runs_dir, write_json
+
+SWEEPS_DIR = "sweeps"
+NOT_SWEPT = ("model", "seed", "verbose", *NOT_RESULT)
+_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _check_key(key: str, option: str) -> str:
+    if key not in FIELDS:
+        raise ValueError(f"{option} {key!r}: unknown config key; known keys: {', '.join(FIELDS)}")
+    if key in NOT_SWEPT:
+        raise ValueError(f"{option} {key!r}: not a setting to sweep (use --model, --seeds)")
+    return key
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """`KEY=V1,V2,...` options as {key: [values]}, each value checked and converted like a
+    config override. Raises ValueError naming the option and the fix."""
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = _check_key(key.strip(), "--grid")
+        if not sep or not values.strip():
+            raise ValueError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. --grid learning_rate=0.001,0.003")
+        grid[key] = [_coerce(key, v.strip()) for v in values.split(",")]
+        if len(set(map(repr, grid[key]))) != len(grid[key]):
+            raise ValueError(f"--grid {item!r}: a value is repeated")
+    return grid
+
+
+def parse_search(items: list[str]) -> dict:
+    """`KEY=LOW:HIGH[:log|:int]` options as {key: Optuna distribution}. Raises ValueError for an
+    unknown or non-numeric key, or a range that is not LOW < HIGH (LOW > 0 for log)."""
+    import optuna
+
+    space = {}
+    for item in items:
+        key, sep, spec = item.partition("=")
+        key = _check_key(key.strip(), "--search")
+        parts = spec.split(":")
+        if not sep or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("log", "int")):
+            raise ValueError(f"--search {item!r}: expected KEY=LOW:HIGH, KEY=LOW:HIGH:log or KEY=LOW:HIGH:int")
+        base = next(t for t in (typing.get_args(_TYPES[key]) or (_TYPES[key],)) if t is not type(None))
+        if base not in (int, float):
+            raise ValueError(f"--search {key!r}: a {base.__name__} setting has no range; use --grid {key}=...")
+        integer = base is int or parts[2:] == ["int"]
+        try:
+            low, high = (int(p) if integer else float(p) for p in parts[:2])
+        except ValueError:
+            raise ValueError(f"--search {item!r}: LOW and HIGH must be {'integers' if integer else 'numbers'}") from None
+        log = parts[2:] == ["log"]
+        if not (math.isfinite(low) and math.isfinite(high) and low < high) or (log and low <= 0):
+            raise ValueError(f"--search {item!r}: need LOW < HIGH" + (" and LOW > 0 on a log scale" if log else ""))
+        space[key] = (optuna.distributions.IntDistribution(low, high, log=log) if integer
+                      else optuna.distributions.FloatDistribution(low, high, log=log))
+    return space
+
+
+def grid_points(grid: dict[str, list]) -> list[dict]:
+    """The full factorial of `grid`, in the order the keys and values were given."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+class _Pruning:
+    """Optuna's Keras pruning callback (optuna-integration) on val_accuracy, turned into a
+    recorded status: a pruned run stops after the epoch and its folder says "pruned"."""
+
+    def __new__(cls, trial):
+        import optuna
+        from optuna_integration import KerasPruningCallback
+
+        class PruneOnValidation(KerasPruningCallback):
+            stop_status = stop_detail = None
+
+            def on_epoch_end(self, epoch, logs=None):
+                try:
+                    super().on_epoch_end(epoch, logs)
+                except optuna.TrialPruned as e:
+                    self.stop_status, self.stop_detail = "pruned", f"{e} (median pruning on val_accuracy)"
+                    self.model.stop_training = True
+
+        return PruneOnValidation(trial, "val_accuracy")
+
+
+def pruning_callbacks(prune: dict) -> list:
+    """The callbacks of a sweep trial's run: `prune` is {"storage", "study", "trial_id"} (from
+    the notebook's parameters), or empty for an ordinary run."""
+    if not prune:
+        return []
+    import optuna
+
+    study = optuna.load_study(study_name=prune["study"], storage=prune["storage"])
+    return [_Pruning(optuna.trial.Trial(study, int(prune["trial_id"])))]
+
+
+def sweep_dir(runs_dir, name: str) -> Path:
+    from mnistlab.config import check_run_name
+
+    return resolve_runs_dir(runs_dir) / SWEEPS_DIR / check_run_name(name)
+
+
+def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: int = 12, seeds: int = 1,
+              name: str | None = None, runs_dir=None, workers: int = 1, scheduler: str | None = None,
+              sampler_seed: int = 0, log_output: bool = True, **overrides) -> Path:
+    """Sweep `model`'s settings: `grid` (KEY=V1,V2 options, full factorial) or `search`
+    (KEY=LOW:HIGH[:log|:int] options, `trials` Optuna trials), each point with `seeds` seeds, plus
+    the recipe's own point for comparison; `overrides` (epochs, limit, ...) apply to every run.
+
+    Every option and the base config are validated before anything runs. Writes into the sweep
+    folder: the trials' run folders, study.db, sweep.csv, parallel_coordinates.png,
+    importance.png and the executed sweep_report.ipynb. Returns the sweep folder.
+    """
+    import optuna
+
+    if bool(grid) == bool(search):
+        raise ValueError("give --grid options or --search options (with --trials), not both and not neither")
+    for key, value in (("trials", trials), ("seeds", seeds), ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    base = make_config(model, **overrides)
+    grid_values = parse_grid(list(grid)) if grid else {}
+    space = parse_search(list(search)) if search else {}
+    points = grid_points(grid_values) if grid else []
+    for point in points:  # every point must be a valid config before any runs
+        make_config(model, **{**overrides, **point})
+    name = name or f"{model}-{'grid' if grid else 'search'}"
+    folder = sweep_dir(runs_dir, name)
+    check_writable(folder)
+    check_kernel()
+    storage = f"sqlite:///{folder / 'study.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
+    write_json(folder / "sweep.json", {"model": model, "grid": grid_values, "search": list(search),
+                                       "trials": trials, "seeds": seeds, "overrides": overrides})
+    with Executor(folder, workers, scheduler, log_output) as executor:
+        default = [{}]  # the recipe's own point: what the best setting is compared against
+        _run_points(executor, folder, model, overrides, default + points, seeds)
+        if space:
+            _search(executor, study, folder, model, overrides, space, trials, storage)
+    table = sweep_table(folder, list(grid_values) or list(space))
+    table.to_csv(folder / "sweep.csv", index=False)
+    _figures(table, list(grid_values) or list(space), folder)
+    execute_notebook("sweep_report.ipynb", folder / "sweep_report.ipynb", log_output=log_output,
+                     parameters={"sweep_dir": str(folder)})
+    return folder
+
+
+def _run_points(executor: Executor, folder: Path, model: str, overrides: dict, points: list[dict], seeds: int) -> None:
+    from mnistlab.train import planned_hash
+
+    done = completed_runs_by_hash(folder)
+    configs = [make_config(model, seed=seed, **{**overrides, **point}) for point in points for seed in range(seeds)]
+    jobs = list({planned_hash(c): c for c in configs}.values())  # a grid point equal to the recipe's runs once
+    for i, config in enumerate(jobs, 1):
+        if planned_hash(config) in done:
+            print(f"[{i}/{len(jobs)}] skip: completed as {done[planned_hash(config)]}", flush=True)
+            continue
+        run_name = new_run_name(model)
+        print(f"[{i}/{len(jobs)}] {run_name}", flush=True)
+        executor.submit(run_name, config)
+        while executor.in_flight >= executor.capacity:
+            print("finished {} {}".format(*executor.next_result()), flush=True)
+    while executor.in_flight:
+        print("finished {} {}".format(*executor.next_result()), flush=True)
+
+
+def _search(executor: Executor, study, folder: Path, model: str, overrides: dict, space: dict, trials: int,
+            storage: str) -> None:
+    import optuna
+
+    # A trial left running by an interrupted sweep: told its run's result if it completed, else failed and asked again.
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        _tell(study, trial.number, folder / trial.user_attrs.get("run", "-"), requeue=trial.params)
+    finished = lambda: len(study.get_trials(deepcopy=False, states=(  # noqa: E731
+        optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
+    running: dict[str, int] = {}
+    while finished() + len(running) < trials or running:
+        while finished() + len(running) < trials and len(running) < executor.capacity:
+            trial = study.ask(space)
+            config = make_config(model, **{**overrides, **trial.params})
+            run_name = new_run_name(model)
+            trial.set_user_attr("run", run_name)
+            print(f"[trial {trial.number}] {run_name}: {trial.params}", flush=True)
+            executor.submit(run_name, config, prune={"storage": storage, "study": study.study_name,
+                                                      "trial_id": trial._trial_id})
+            running[run_name] = trial.number
+        run_name, failure = executor.next_result()
+        state = _tell(study, running.pop(run_name), folder / run_name)
+        print(f"[trial] {run_name}: {state}" + (f" ({failure})" if failure else ""), flush=True)
+
+
+def _tell(study, number: int, run_dir: Path, requeue: dict | None = None) -> str:
+    import optuna
+
+    status = run_status(run_dir) if run_dir.is_dir() else "missing"
+    if status == "completed":
+        study.tell(number, read_json(run_dir / "metrics.json")["val_accuracy"])
+    elif status == "pruned":
+        study.tell(number, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+        if requeue is not None:
+            study.enqueue_trial(requeue)
+    return status
+
+
+def sweep_table(folder: Path, keys: list[str]) -> pd.DataFrame:
+    """sweep.csv: one row per run of the sweep: `point` (the swept settings, or "default" for the
+    recipe's own), the swept settings, seed, status, final val_accuracy, test_accuracy,
+    train_seconds, variant and run."""
+    spec = read_json(folder / "sweep.json")
+    default = make_config(spec["model"], **spec["overrides"])
+    rows = []
+    for row in load_runs(folder).itertuples():
+        if row.status == "unreadable":
+            continue
+        settings = read_json(Path(row.run_dir) / "config.json")["config"]
+        point = {k: settings[k] for k in keys}
+        is_default = all(v == getattr(default, k) for k, v in point.items())
+        rows.append({"point": "default" if is_default else ",".join(f"{k}={v}" for k, v in point.items()),
+                     **point, "seed": row.seed, "status": row.status, "val_accuracy": row.val_accuracy,
+                     "test_accuracy": row.test_accuracy, "train_seconds": row.train_seconds,
+                     "variant": row.variant, "run": row.run})
+    return pd.DataFrame(rows, columns=["point", *keys, "seed", "status", "val_accuracy", "test_accuracy",
+                                       "train_seconds", "variant", "run"])
+
+
+def best_point(table: pd.DataFrame) -> pd.Series:
+    """The point with the highest mean final validation accuracy over its completed seeds."""
+    completed = table[table.status == "completed"]
+    if completed.empty:
+        raise ValueError("no trial of the sweep completed: nothing to choose from")
+    means = completed.groupby("point", sort=False).val_accuracy.mean()
+    return completed[completed.point == means.idxmax()].iloc[0]
+
+
+def _figures(table: pd.DataFrame, keys: list[str], folder: Path) -> None:
+    """Optuna's matplotlib parallel-coordinate and parameter-importance figures, from the
+    completed runs (an in-memory study of them: grids and searches alike)."""
+    import matplotlib.pyplot as plt
+    import optuna
+
+    completed = table[table.status == "completed"]
+    if len(completed) < 2:
+        return
+    distributions = {}
+    for key in keys:
+        values = sorted(set(completed[key]), key=repr)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        distributions[key] = (optuna.distributions.FloatDistribution(min(values), max(values) + 1e-12)
+                              if numeric else optuna.distributions.CategoricalDistribution(values))
+    study = optuna.create_study(direction="maximize")
+    for row in completed.itertuples():
+        params = {k: (float(getattr(row, k)) if isinstance(distributions[k], optuna.distributions.FloatDistribution)
+                      else getattr(row, k)) for k in keys}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=row.val_accuracy))
+    for filename, plot in (("parallel_coordinates.png", optuna.visualization.matplotlib.plot_parallel_coordinate),
+                           ("importance.png", optuna.visualization.matplotlib.plot_param_importances)):
+        try:
+            ax = plot(study)
+        except (ValueError, RuntimeError) as e:  # importance needs two or more varied settings
+            print(f"{filename}: not drawn ({e})", flush=True)
+            continue
+        fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+        fig.set_size_inches(9, 5)
+        fig.tight_layout()
+        fig.savefig(folder / filename, dpi=100)
+        plt.close(fig)
