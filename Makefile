@@ -14,7 +14,7 @@ RECIPE ?=
 # Extra options for `python -m mnistlab run-all`, e.g. RUN_ARGS="--epochs 3".
 RUN_ARGS ?=
 
-.PHONY: help setup data run-all smoke test jupyter report bench bench-levers best sweep
+.PHONY: help setup data run-all smoke test jupyter report bench bench-levers best sweep cluster-demo
 
 help:
 	@echo "make run-all   train the core six models on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-levers  what each throughput lever gives cnn and bn_cnn, and their convolutions' GFLOP/s (bench/levers.md)"
 	@echo "make best      deep_bn_cnn with augmentation, $(BEST_EPOCHS) epochs, 3 seeds, then their ensemble (runs/best/)"
 	@echo "make smoke     the same on 300 images and one epoch, into runs/smoke/"
+	@echo "make cluster-demo  a Dask scheduler and workers started apart, a small run-all on 1 and on 2 workers, a sweep"
 	@echo "make sweep     a grid of learning rate x batch size for mlp, 2 seeds (SWEEP_ARGS to change), runs/sweeps/"
 	@echo "make test      the test suite (pytest)"
 	@echo "make jupyter   JupyterLab on notebooks/ with the project's kernel"
@@ -57,6 +58,9 @@ smoke: setup data
 SWEEP_ARGS ?= --model mlp --grid learning_rate=0.001,0.003,0.01 --grid batch_size=64,128 --seeds 2 --epochs 5 --workers 2
 sweep: setup data
 	$(PY) -m mnistlab sweep --runs-dir $(RUNS_DIR) $(SWEEP_ARGS)
+
+cluster-demo: setup data
+	$(PY) bench/cluster_demo.py
 
 # One self-contained HTML page (figures inlined) of the last comparison, without the code.
 report: setup

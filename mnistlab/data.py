@@ -275,3 +275,15 @@ def load_dataset(
         x_val, y_val = x_val[:limit], y_val[:limit]
         x_test, y_test = x_test[:limit], y_test[:limit]
     return MnistData(x_train, y_train, x_val, y_val, x_test, y_test, info.class_names, digests)
+
+
+def verify_dataset(name: str, data_dir: str | os.PathLike) -> dict[str, str]:
+    """Check that `data_dir` holds dataset `name`'s four files, each matching its published
+    SHA-256. Returns {file stem: digest}; raises DataError naming the first bad or missing file."""
+    info = dataset_info(name)
+    folder = Path(data_dir) / info.folder
+    digests = {}
+    for stem in FILE_STEMS.values():
+        magic = IMAGES_MAGIC if "images" in stem else LABELS_MAGIC
+        _, digests[stem] = read_idx_file(find_idx_file(folder, stem), magic, info.sha256[stem])
+    return digests

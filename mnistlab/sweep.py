@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mnistlab.batch import Executor, check_kernel, execute_notebook
+from mnistlab.engine import Executor, check_kernel, execute_notebook
 from mnistlab.config import FIELDS, NOT_RESULT, TrainConfig, _coerce, make_config
 from mnistlab.results import completed_runs_by_hash, load_runs, run_status
 from mnistlab.runs import check_writable, new_run_name, read_json, resolve_runs_dir, write_json
@@ -157,7 +157,7 @@ def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: 
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
     write_json(folder / "sweep.json", {"model": model, "grid": grid_values, "search": list(search),
                                        "trials": trials, "seeds": seeds, "overrides": overrides})
-    with Executor(folder, workers, scheduler, log_output) as executor:
+    with Executor(folder, workers, scheduler, log_output, dataset=base.dataset) as executor:
         default = [{}]  # the recipe's own point: what the best setting is compared against
         _run_points(executor, folder, model, overrides, default + points, seeds)
         if space:
@@ -171,7 +171,7 @@ def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: 
 
 
 def _run_points(executor: Executor, folder: Path, model: str, overrides: dict, points: list[dict], seeds: int) -> None:
-    from mnistlab.train import planned_hash
+    from mnistlab.machine import planned_hash
 
     done = completed_runs_by_hash(folder)
     configs = [make_config(model, seed=seed, **{**overrides, **point}) for point in points for seed in range(seeds)]

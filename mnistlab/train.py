@@ -341,17 +341,12 @@ def evaluate_and_record(model: keras.Model, data: MnistData, config: TrainConfig
     return metrics
 
 
-def planned_hash(config: TrainConfig) -> str:
-    """The config hash a run of `config` started now in a fresh process here will record."""
-    return config_hash(config, machine.resolve(config))
-
-
 def train_or_reuse(config: TrainConfig, runs_dir: str | os.PathLike | None = None,
                    data: MnistData | None = None) -> tuple[Path, bool]:
     """A completed run of exactly `config` (same config hash) in `runs_dir`, or a new one trained
     now. Returns (run folder, whether it was reused)."""
     runs_dir = resolve_runs_dir(runs_dir)
-    name = completed_runs_by_hash(runs_dir).get(planned_hash(config))
+    name = completed_runs_by_hash(runs_dir).get(machine.planned_hash(config))
     if name is not None:
         return runs_dir / name, True
     return train_and_evaluate(config, runs_dir, data=data), False

@@ -9,7 +9,8 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from mnistlab.batch import NOTEBOOKS_DIR, execute_notebook, run_all
+from mnistlab.batch import run_all
+from mnistlab.engine import NOTEBOOKS_DIR, execute_notebook
 
 pytestmark = pytest.mark.slow  # subprocesses, notebooks or Dask
 

@@ -1,0 +1,57 @@
+"""run-all and sweeps on a Dask cluster started apart: a `dask scheduler` and `dask worker`
+processes on loopback whose environment differs from the client's (no MNISTLAB_* variables,
+another working directory), as on a user's cluster."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from mnistlab.batch import run_all
+from mnistlab.cluster import ProcessCluster
+from mnistlab.sweep import run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def client_env(tmp_path, real_data_dir, monkeypatch):
+    """The client's own environment: its data folder and a runs folder the workers never heard of."""
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
+    runs_dir = tmp_path / "shared-runs"
+    runs_dir.mkdir()
+    return runs_dir
+
+
+def test_run_all_and_a_sweep_on_a_cluster_started_apart(tmp_path, client_env, capsys):
+    with ProcessCluster(tmp_path, [{}, {}]) as cluster:
+        compare = run_all(["slp", "mlp"], runs_dir=client_env, epochs=1, limit=3000, scheduler=cluster.address,
+                          log_output=False)
+        timing = json.loads((client_env / "run_all_timing.json").read_text())
+        assert (timing["planned"], timing["skipped"], timing["trained"], timing["failed"]) == (2, 0, 2, 0)
+        assert timing["comparison"] == "completed" and compare.is_file()
+        assert sorted(pd.read_csv(client_env / "summary.csv").model) == ["mlp", "slp"]
+        out = capsys.readouterr().out
+        assert "2 of 2 workers can run tasks" in out and out.count("done ") == 2
+        # Run again: both are skipped, nothing is trained twice.
+        run_all(["slp", "mlp"], runs_dir=client_env, epochs=1, limit=3000, scheduler=cluster.address,
+                log_output=False)
+        timing = json.loads((client_env / "run_all_timing.json").read_text())
+        assert (timing["planned"], timing["skipped"], timing["trained"]) == (2, 2, 0)
+
+        folder = run_sweep("slp", search=["learning_rate=0.001:0.1:log"], trials=2, epochs=1, limit=1000,
+                           runs_dir=client_env, scheduler=cluster.address, log_output=False)
+        table = pd.read_csv(folder / "sweep.csv")
+        assert (table.status == "completed").sum() == 3  # the recipe's point and two trials
+
+
+def test_a_worker_without_the_data_is_named_once_and_skipped(tmp_path, client_env, capsys):
+    with ProcessCluster(tmp_path, [{}, {"MNISTLAB_DATA_DIR": str(tmp_path / "no-data-here")}]) as cluster:
+        run_all(["slp", "mlp"], runs_dir=client_env, epochs=1, limit=3000, scheduler=cluster.address,
+                log_output=False)
+    err = capsys.readouterr().err
+    assert err.count("cannot be used") == 1 and "no-data-here" in err and "Dataset file not found" in err
+    timing = json.loads((client_env / "run_all_timing.json").read_text())
+    assert (timing["trained"], timing["failed"]) == (2, 0)  # the other worker ran both
