@@ -30,28 +30,31 @@ help:
 	@echo "make jupyter   JupyterLab on notebooks/ with the project's kernel"
 	@echo "make setup     create $(VENV), install requirements and the 'mnistlab' Jupyter kernel"
 	@echo "make data      copy MNIST and Fashion-MNIST from DATA_MIRROR ($(DATA_MIRROR)) or download them; verify"
-	@echo "options: SEEDS=N MODELS=core|all|a,b RECIPE=mnistlab|article FORCE=1 WORKERS=N DASK_SCHEDULER=tcp://host:port RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
+	@echo "options: SEEDS=N MODELS=core|all|a,b RECIPE=mnistlab|article FORCE=1 VERBOSE=1 WORKERS=N DASK_SCHEDULER=tcp://host:port RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
 	@echo "run-all is incremental: configs with a completed run are skipped (FORCE=1 re-runs), interrupted runs resume"
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
-	# The notebooks run on this venv's kernel, whatever kernels the user has elsewhere.
-	$(PY) -m ipykernel install --sys-prefix --name mnistlab --display-name "Python (mnistlab)"
-	touch $@
+	@echo "setup: creating $(VENV) and installing requirements.txt (pinned; a few minutes the first time)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c "import mnistlab, tensorflow, keras, optuna" || { echo "setup failed: see the pip lines above"; exit 1; }
+	@# The notebooks run on this venv's kernel, whatever kernels the user has elsewhere.
+	@$(PY) -m ipykernel install --sys-prefix --name mnistlab --display-name "Python (mnistlab)" > /dev/null
+	@echo "setup: $(VENV) ready (TensorFlow $$($(PY) -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null)), Jupyter kernel 'mnistlab' installed"
+	@touch $@
 
 data: setup
 	$(PY) -m mnistlab data $(if $(wildcard $(DATA_MIRROR)),--mirror $(DATA_MIRROR))
 
 run-all: setup data
-	$(PY) -m mnistlab run-all --seeds $(SEEDS) --runs-dir $(RUNS_DIR) --workers $(WORKERS) $(if $(DASK_SCHEDULER),--scheduler $(DASK_SCHEDULER)) $(if $(MODELS),--models $(MODELS)) $(if $(RECIPE),--recipe $(RECIPE)) $(if $(filter 1,$(FORCE)),--force) $(RUN_ARGS)
+	$(PY) -m mnistlab run-all --seeds $(SEEDS) --runs-dir $(RUNS_DIR) --workers $(WORKERS) $(if $(DASK_SCHEDULER),--scheduler $(DASK_SCHEDULER)) $(if $(MODELS),--models $(MODELS)) $(if $(RECIPE),--recipe $(RECIPE)) $(if $(filter 1,$(FORCE)),--force) $(if $(filter 1,$(VERBOSE)),-v) $(RUN_ARGS)
 
 smoke: setup data
-	$(PY) -m mnistlab run-all --epochs 1 --limit 300 --runs-dir runs/smoke $(if $(MODELS),--models $(MODELS)) $(if $(filter 1,$(FORCE)),--force) $(RUN_ARGS)
+	$(PY) -m mnistlab run-all --epochs 1 --limit 300 --runs-dir runs/smoke $(if $(MODELS),--models $(MODELS)) $(if $(filter 1,$(FORCE)),--force) $(if $(filter 1,$(VERBOSE)),-v) $(RUN_ARGS)
 
 # The default sweep: mlp, learning rate 0.001/0.003/0.01 x batch size 64/128, 2 seeds, 5 epochs,
 # plus the recipe's own setting; two trials at a time.

@@ -9,7 +9,7 @@ import os
 import time
 
 from mnistlab.config import TrainConfig, make_config
-from mnistlab.engine import Executor, check_kernel, execute_notebook, show_papermill_log
+from mnistlab.engine import Executor, check_kernel, execute_notebook, run_log
 from mnistlab.machine import available_cores
 from mnistlab.recipes import expand_model_names
 from mnistlab.results import completed_runs_by_hash
@@ -39,7 +39,7 @@ def plan_runs(models, seeds: int, workers: int = 1, scheduler: str | None = None
 
 def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str | os.PathLike | None = None,
             log_output: bool = True, force: bool = False, workers: int = 1, scheduler: str | None = None,
-            **overrides) -> Path:
+            verbose: bool = False, **overrides) -> Path:
     """Train every model of `models` (names or groups, see mnistlab.recipes.expand_model_names;
     default: the "core" comparison) `seeds` times via train_model.ipynb, then execute
     compare_runs.ipynb. `overrides` (epochs, limit, recipe, ...) apply to every run.
@@ -55,6 +55,11 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     process each, TensorFlow limited to cores / workers threads per run); `scheduler`
     ("tcp://host:port") sends them to an existing Dask cluster whose workers can import
     mnistlab and see `runs_dir`. Returns the executed comparison notebook's path.
+
+    The console shows a line per run, its epoch lines (not with `log_output=False`) and its
+    result, the progress with the time elapsed and left, and at the end the comparison table;
+    everything else (TensorFlow's and the kernel's logs, papermill's) goes to each run's
+    train.log (`verbose`: to the console too).
     """
     from mnistlab.machine import planned_hash
 
@@ -62,8 +67,6 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     runs_dir = resolve_runs_dir(runs_dir)
     check_writable(runs_dir)
     check_kernel()
-    if log_output:
-        show_papermill_log()
     done = {} if force else completed_runs_by_hash(runs_dir)
     start = time.perf_counter()
     jobs, skipped = [], 0
@@ -80,17 +83,20 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
         else:
             jobs.append((i, new_run_name(config.model), config))
     failures = []
-    with Executor(runs_dir, workers, scheduler, log_output, dataset=plan[0].dataset) as executor:
+    with Executor(runs_dir, workers, scheduler, log_output, dataset=plan[0].dataset, verbose=verbose) as executor:
 
         def collect():
             finished, failure = executor.next_result()
             failures.append(failure)
-            counts = (f"{len(failures) - sum(map(bool, failures))} done, {sum(map(bool, failures))} failed, "
-                      f"{len(jobs) - len(failures)} left")
-            print(f"{'FAILED' if failure else 'done'} {finished} ({executor.where(finished)}); {counts}", flush=True)
+            elapsed, done = time.perf_counter() - start, len(failures)
+            left = elapsed / done * (len(jobs) - done)
+            where = f" on {executor.where(finished)}" if executor.parallel else ""
+            print(f"{'FAILED ' + failure if failure else 'finished ' + finished + where}; {done - sum(map(bool, failures))} "
+                  f"done, {sum(map(bool, failures))} failed, {len(jobs) - done} left; {_minutes(elapsed)} elapsed, "
+                  f"~{_minutes(left)} left", flush=True)
 
         for i, run_name, config in jobs:
-            print(f"[{i}/{len(plan)}] {run_name}: {config.model}, seed {config.seed}", flush=True)
+            print(f"[{i}/{len(plan)}] {config.model} seed {config.seed}  ({run_name})", flush=True)
             executor.submit(run_name, config)
             while executor.in_flight >= executor.capacity:
                 collect()
@@ -100,11 +106,17 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     output = runs_dir / "compare_runs.ipynb"
     comparison = None
     try:
-        execute_notebook("compare_runs.ipynb", output, log_output=log_output,
-                         parameters={"runs_dir": str(runs_dir), "dataset": plan[0].dataset})
+        with run_log(runs_dir / "compare_runs.log", echo=False, echo_all=verbose):
+            execute_notebook("compare_runs.ipynb", output, parameters={"runs_dir": str(runs_dir),
+                                                                       "dataset": plan[0].dataset})
     except Exception as e:  # noqa: BLE001 -- papermill's error names the failing cell
         lines = str(e).strip().splitlines()
-        comparison = f"compare_runs.ipynb failed: {lines[-1] if lines else type(e).__name__}"
+        comparison = f"compare_runs.ipynb failed: {lines[-1] if lines else type(e).__name__} (log: {runs_dir / 'compare_runs.log'})"
+    if log_output and comparison is None:
+        from mnistlab.summary import comparison as comparison_table, print_comparison
+
+        print_comparison(comparison_table(runs_dir, plan[0].dataset),
+                         where=f"Report: make report (from {output}); figures and tables: {runs_dir}/*.png, *.csv")
     write_json(runs_dir / "run_all_timing.json", {
         "seconds": round(time.perf_counter() - start, 1), "planned": len(plan), "skipped": skipped,
         "trained": len(jobs) - len(failures), "failed": len(failures), "comparison": comparison or "completed",
@@ -116,3 +128,7 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     return output
 
 
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{seconds:.0f} s"

@@ -85,8 +85,8 @@ def cmd_data(args) -> int:
 def cmd_run_all(args) -> int:
     from mnistlab.batch import run_all
 
-    print(run_all(args.models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, workers=args.workers,
-                  scheduler=args.scheduler, **_run_overrides(args)))
+    run_all(args.models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, workers=args.workers,
+            scheduler=args.scheduler, verbose=args.verbose, **_run_overrides(args))
     return 0
 
 
@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="address of an existing Dask scheduler, tcp://host:port (default: none)")
     run_all.add_argument("--force", action="store_true",
                          help="re-run configs that already have a completed run (default: skip them)")
+    run_all.add_argument("-v", "--verbose", action="store_true",
+                         help="show every log line on the console too (default: only in each run's train.log)")
     run_all.set_defaults(func=cmd_run_all)
 
     sweep = sub.add_parser("sweep", help="sweep one model's settings: a grid, or an Optuna search; trials are run folders")

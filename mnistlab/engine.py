@@ -39,11 +39,12 @@ def check_kernel(kernel_name: str = KERNEL_NAME) -> None:
 
 
 def execute_notebook(name: str, output: Path, parameters: dict, log_output: bool = True,
-                     progress_bar: bool = True) -> Path:
+                     progress_bar: bool = False) -> Path:
     """Execute `notebooks/<name>` with papermill on the project's kernel, in the notebooks folder.
 
     Writes the executed copy to `output`; raises papermill.PapermillExecutionError (naming the
-    failing cell and its error) if any cell fails.
+    failing cell and its error) if any cell fails. With `log_output`, each cell's output goes to
+    the "papermill" logger (see `run_log`).
     """
     import papermill as pm
 
@@ -54,24 +55,71 @@ def execute_notebook(name: str, output: Path, parameters: dict, log_output: bool
     return output
 
 
-def show_papermill_log() -> None:
-    # papermill logs each cell's output (the epoch lines) at INFO on its own logger.
+class _LogLines(logging.Handler):
+    """Writes every papermill record to the log file; echoes to stdout the lines a person wants
+    on the console (epoch lines, resumption), or every line with `echo_all`."""
+
+    def __init__(self, log, echo_all: bool, echo: bool):
+        super().__init__(logging.INFO)
+        self.log, self.echo_all, self.echo = log, echo_all, echo
+
+    def emit(self, record):
+        message = record.getMessage()
+        self.log.write(message.rstrip("\n") + "\n")
+        for line in message.splitlines():
+            if self.echo_all or (self.echo and line.startswith(("epoch ", "Resuming ", "The backup "))):
+                print(f"    {line}", flush=True)
+
+
+@contextlib.contextmanager
+def run_log(path: Path, echo: bool = True, echo_all: bool = False):
+    """While the body runs, send this process's standard error (file descriptor 2, which a kernel
+    started meanwhile inherits: TensorFlow's C++ log, the kernel's warnings) and papermill's cell
+    chatter to `path`; print only the epoch lines (`echo`), or everything (`echo_all`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("papermill")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+    with open(path, "a", buffering=1, encoding="utf-8", errors="replace") as log:
+        handler = _LogLines(log, echo_all, echo)
+        saved_level, saved_propagate = logger.level, logger.propagate
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False
+        sys.stderr.flush()
+        saved_fd = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            logger.removeHandler(handler)
+            logger.setLevel(saved_level)
+            logger.propagate = saved_propagate
 
 
-def train_one(run_name: str, config: dict, runs_dir: Path, log_output: bool = True,
-              progress_bar: bool = True, prune: dict | None = None, data_dir: str | None = None) -> str | None:
-    """Execute train_model.ipynb for one run of `config` (a complete TrainConfig as a dict) and
-    keep the executed notebook in its run folder. `data_dir`: where the kernel reads the data
-    (a worker's own $MNISTLAB_DATA_DIR wins; default: this process's data folder).
+def result_line(run_dir: Path) -> str:
+    """One line on how a run ended: "test accuracy 0.9801, 14.2 s of training, <folder>"."""
+    from mnistlab.results import run_status
+    from mnistlab.runs import read_json
 
-    Returns None on success, else a one-line description of the failure (the full cell error
-    is printed). Runs in this process, or in a Dask worker for parallel batches.
+    status = run_status(run_dir)
+    if status != "completed":
+        detail = read_json(run_dir / "status.json").get("detail") or read_json(run_dir / "status.json").get("error")
+        return f"{status}: {detail} ({run_dir})"
+    metrics = read_json(run_dir / "metrics.json")
+    return f"test accuracy {metrics['test_accuracy']:.4f}, {metrics['train_seconds']:.1f} s of training, {run_dir}"
+
+
+def train_one(run_name: str, config: dict, runs_dir: Path, log_output: bool = True, verbose: bool = False,
+              prune: dict | None = None, data_dir: str | None = None) -> str | None:
+    """Execute train_model.ipynb for one run of `config` (a complete TrainConfig as a dict), keep
+    the executed notebook and `train.log` (everything the kernel and papermill printed) in its run
+    folder, and print its epoch lines (`log_output`; every line with `verbose`) and a result line.
+    `data_dir`: where the kernel reads the data (a worker's own $MNISTLAB_DATA_DIR wins).
+
+    Returns None on success, else a one-line description of the failure. Runs in this process,
+    or in a Dask worker for parallel batches.
     """
     from mnistlab.config import make_config
     from mnistlab.machine import planned_hash
@@ -80,6 +128,7 @@ def train_one(run_name: str, config: dict, runs_dir: Path, log_output: bool = Tr
 
     runs_dir = Path(runs_dir)
     partial = runs_dir / ".notebooks" / f"{run_name}.ipynb"
+    log_path = runs_dir / ".logs" / f"{run_name}.log"
     failure = None
     if data_dir and not os.environ.get(DATA_DIR_ENV):
         os.environ[DATA_DIR_ENV] = str(data_dir)  # the kernel started next inherits it
@@ -90,15 +139,23 @@ def train_one(run_name: str, config: dict, runs_dir: Path, log_output: bool = Tr
     if is_locked(runs_dir, config_hash):
         return f"{run_name}: not started: the same config is training right now (its backup is locked)"
     try:
-        execute_notebook("train_model.ipynb", partial, log_output=log_output, progress_bar=progress_bar,
-                         parameters={"config": config, "runs_dir": str(runs_dir), "run_name": run_name,
-                                     "prune": prune or {}})
+        with run_log(log_path, echo=log_output, echo_all=verbose):
+            execute_notebook("train_model.ipynb", partial,
+                             parameters={"config": config, "runs_dir": str(runs_dir), "run_name": run_name,
+                                         "prune": prune or {}})
     except Exception as e:  # noqa: BLE001 -- papermill's error names the cell and shows its traceback
-        print(f"FAILED {run_name}:\n{e}", file=sys.stderr, flush=True)
-        failure = (f"{run_name} on {worker_name()}: "
-                   f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
-    if (runs_dir / run_name).is_dir() and partial.is_file():
-        shutil.move(partial, runs_dir / run_name / "train_model.ipynb")
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"\n{e}\n")
+        lines = str(e).strip().splitlines()
+        failure = f"{run_name} on {worker_name()}: {lines[-1] if lines else type(e).__name__} (log: {log_path})"
+    run_dir = runs_dir / run_name
+    if run_dir.is_dir():
+        for source, name in ((partial, "train_model.ipynb"), (log_path, "train.log")):
+            if source.is_file():
+                shutil.move(source, run_dir / name)
+        failure = failure.replace(str(log_path), str(run_dir / "train.log")) if failure else None
+        if log_output:
+            print(f"    {result_line(run_dir)}", flush=True)
     return failure
 
 
@@ -145,8 +202,9 @@ class Executor:
     then take results as they finish with `next_result`."""
 
     def __init__(self, runs_dir: Path, workers: int = 1, scheduler: str | None = None, log_output: bool = True,
-                 dataset: str = "mnist"):
+                 dataset: str = "mnist", verbose: bool = False):
         self.runs_dir, self.workers, self.scheduler, self.log_output = Path(runs_dir), workers, scheduler, log_output
+        self.verbose = verbose
         self.dataset, self.data_dir = dataset, str(default_data_dir().resolve())
         self.parallel = workers > 1 or bool(scheduler)
         self._pending: dict = {}  # future (or run name, in process) -> run name
@@ -200,7 +258,7 @@ class Executor:
             self._pending[future] = run_name
         else:
             self._done.append((run_name, train_one(run_name, config.to_dict(), self.runs_dir, self.log_output,
-                                                   prune=prune)))
+                                                   self.verbose, prune=prune)))
 
     def next_result(self) -> tuple[str, str | None]:
         """(run name, failure or None) of a finished task; blocks until one finishes."""

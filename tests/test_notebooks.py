@@ -30,10 +30,18 @@ def test_committed_notebooks_have_no_outputs_and_a_parameters_cell(path):
     assert all("#" in line for line in assignments), "comment every parameter"
 
 
-def test_run_all_smoke(tmp_path, real_data_dir, monkeypatch):
+def test_run_all_smoke(tmp_path, real_data_dir, monkeypatch, capfd):
     monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
-    compare = run_all(["slp", "cnn"], runs_dir=tmp_path, epochs=1, limit=300, log_output=False)
+    compare = run_all(["slp", "cnn"], runs_dir=tmp_path, epochs=1, limit=300)
     assert compare == tmp_path / "compare_runs.ipynb" and compare.is_file()
+    # The console shows runs, epochs, results and the comparison; the logs go to each train.log.
+    out, err = capfd.readouterr()
+    console = out + err
+    for noise in ("cuInit", "absl", "Executing Cell", "Styler at 0x", "Figure size", "cpu_feature_guard"):
+        assert noise not in console, noise
+    assert "[1/2] slp seed 0" in console and "epoch 1/1" in console and "test accuracy" in console
+    assert "vs the best" in console and "Best: " in console
+    assert "cuInit" in (next(tmp_path.glob("slp-*")) / "train.log").read_text()
     run_dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [p.name.split("-")[0] for p in run_dirs] == ["cnn", "slp"]
     for run_dir in run_dirs:
