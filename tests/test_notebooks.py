@@ -66,8 +66,11 @@ def test_run_all_smoke(tmp_path, real_data_dir, monkeypatch, capfd):
     from mnistlab.report import render_report
 
     html = render_report(compare, tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64") >= 3  # figures inlined: one file to open
-    assert "pairwise_mcnemar(" not in html and "absl::InitializeLog" not in html  # no code, no TF log
+    assert html.count("data:image/png;base64") >= 4  # figures inlined (the Pareto view too): one file to open
+    assert "The answer" in html and "Best: " in html and "significantly better on every seed than" in html
+    for raw in ("pairwise_mcnemar(", "absl::InitializeLog", "&lt;pandas.io.formats.style.Styler", "&lt;Figure size",
+                "<pandas.io.formats.style.Styler", "<Figure size"):
+        assert raw not in html, raw  # no code, no TF log, no object reprs
 
 
 def test_failing_notebook_shows_the_cells_error(tmp_path):
