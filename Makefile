@@ -14,7 +14,7 @@ RECIPE ?=
 # Extra options for `python -m mnistlab run-all`, e.g. RUN_ARGS="--epochs 3".
 RUN_ARGS ?=
 
-.PHONY: help setup data run-all smoke test jupyter report bench bench-levers best sweep cluster-demo
+.PHONY: help setup data run-all smoke test jupyter report bench bench-levers best sweep cluster-demo results-doc
 
 help:
 	@echo "make run-all   train the core six models on the full MNIST, then compare (runs/summary.csv, runs/comparison.png)"
@@ -27,7 +27,8 @@ help:
 	@echo "make cluster-demo  a Dask scheduler and workers started apart, a small run-all on 1 and on 2 workers, a sweep"
 	@echo "make sweep     a grid of learning rate x batch size for mlp, 2 seeds (SWEEP_ARGS to change), runs/sweeps/"
 	@echo "make test      the test suite (pytest)"
-	@echo "make jupyter   JupyterLab on notebooks/ with the project's kernel"
+	@echo "make jupyter   JupyterLab on notebooks/ with the project's kernel, opened on notebooks/README.md"
+	@echo "make results-doc  regenerate docs/results.md and docs/accuracy.png from docs/data/"
 	@echo "make setup     create $(VENV), install requirements and the 'mnistlab' Jupyter kernel"
 	@echo "make data      copy MNIST and Fashion-MNIST from DATA_MIRROR ($(DATA_MIRROR)) or download them; verify"
 	@echo "options: SEEDS=N MODELS=core|all|a,b RECIPE=mnistlab|article FORCE=1 VERBOSE=1 WORKERS=N DASK_SCHEDULER=tcp://host:port RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
@@ -62,6 +63,10 @@ SWEEP_ARGS ?= --model mlp --grid learning_rate=0.001,0.003,0.01 --grid batch_siz
 sweep: setup data
 	$(PY) -m mnistlab sweep --runs-dir $(RUNS_DIR) $(SWEEP_ARGS)
 
+# docs/results.md and docs/accuracy.png from the committed data in docs/data/.
+results-doc: setup
+	$(PY) docs/make_results.py
+
 cluster-demo: setup data
 	$(PY) bench/cluster_demo.py
 
@@ -73,7 +78,7 @@ test: setup data
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 jupyter: setup data
-	$(VENV)/bin/jupyter lab --notebook-dir notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir notebooks README.md
 
 bench: setup data
 	$(PY) bench/bench.py $(BENCH_ARGS)

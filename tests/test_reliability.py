@@ -90,6 +90,7 @@ def test_diverging_run_is_recorded_and_not_counted(tmp_path, tiny_data):
     assert not list((tmp_path / ".backup").iterdir())
 
 
+@pytest.mark.slow
 def test_deterministic_runs_are_identical(tmp_path, tiny_data):
     config = make_config("cnn", epochs=2, batch_size=32, deterministic=True, verbose=0)
     a = train_and_evaluate(config, tmp_path, run_name="a", data=tiny_data)
