@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -203,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(BENCH_DIR), help="folder for results.csv and results.md (default: bench/)")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     models = [m.strip() for m in args.models.split(",")]
     data = load_dataset()
     peak_gflops = matmul_gflops()
@@ -234,9 +234,16 @@ def main(argv: list[str] | None = None) -> None:
             if name in models:
                 next(r for r in rows if r["model"] == name)["peak_rss_mib_1_epoch"] = round(peak_memory_mib(name))
     table = pd.DataFrame(rows)
+    machine_info = machine.describe_machine()
+    from mnistlab.runs import environment_info
+
+    for key, value in {"cpu_model": machine_info["cpu_model"], "onednn_isa": machine_info["onednn_isa"],
+                       "onednn_max_cpu_isa": machine_info["onednn_max_cpu_isa"], "date": str(datetime.date.today()),
+                       "mnistlab_commit": environment_info()["git_commit"]}.items():
+        table[key] = value
     table.to_csv(out / "results.csv", index=False)
     run_all = BENCH_DIR.parent / "runs" / "run_all_timing.json"
-    header = (f"Measured {datetime.date.today()} on {platform.machine()} with {len(os.sched_getaffinity(0))} "
+    header = (f"Measured {datetime.date.today()} on {machine_info['cpu_model']} (oneDNN ISA {machine_info['onednn_isa']}) with {len(os.sched_getaffinity(0))} "
               f"cores, TensorFlow {tf.__version__}; float32 matmul rate {peak_gflops:.0f} GFLOP/s; "
               f"{args.steps} batches x {args.repeats} timed epochs per throughput figure.")
     if run_all.is_file():

@@ -52,10 +52,12 @@ def test_epoch_timer_counts_the_steps_keras_runs():
 
 def test_bench_quick_run(tmp_path, real_data_dir, monkeypatch):
     monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
-    bench.main(["--models", "slp", "--steps", "5", "--repeats", "1", "--quick", "--out", str(tmp_path)])
-    table = pd.read_csv(tmp_path / "results.csv")
+    out = tmp_path / "new" / "folder"  # created by the benchmark
+    bench.main(["--models", "slp", "--steps", "5", "--repeats", "1", "--quick", "--out", str(out)])
+    table = pd.read_csv(out / "results.csv")
     assert table.model.tolist() == ["slp"] and table.speedup[0] > 0
-    assert "| model |" in (tmp_path / "results.md").read_text()
+    assert table.cpu_model[0] and table.onednn_isa[0] and table.date[0]
+    assert "| model |" in (out / "results.md").read_text()
     keras.backend.clear_session()
 
 
