@@ -73,16 +73,19 @@ def print_comparison(table: pd.DataFrame, where: str | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    import shutil
+
+    # Logs and CI are not terminals: rich would assume 80 columns and wrap every row.
+    console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
     view = Table(title="Comparison (test accuracy over seeds; McNemar/Holm against the best)")
     for column, justify in (("variant", "left"), ("runs", "right"), ("test accuracy", "right"),
                             ("95% CI", "right"), ("train s", "right"), ("vs the best", "left")):
-        view.add_column(column, justify=justify)
+        view.add_column(column, justify=justify, no_wrap=True)
     for row in table.itertuples():
         spread = f" ± {row.std:.4f}" if row.std == row.std else ""
         interval = f"{row.ci_low:.4f}-{row.ci_high:.4f}" if row.ci_low == row.ci_low else "-"
-        verdict = row.versus_best + (f" (p ≤ {row.p_holm_max:.1e})" if row.p_holm_max == row.p_holm_max
-                                     and row.p_holm_max is not None else "")
+        verdict = row.versus_best + (f" (Holm p ≤ {row.p_holm_max:.1e})" if row.p_holm_max is not None
+                                     and row.p_holm_max == row.p_holm_max else "")
         view.add_row(escape(row.variant), str(row.runs), f"{row.mean:.4f}{spread}", interval, f"{row.train_seconds:.1f}",
                      verdict)
     console.print(view)
