@@ -76,7 +76,8 @@ def render() -> str:
         total = f"; the whole run-all took {meta['run_all_seconds']:.0f} s" if meta.get("run_all_seconds") else ""
         parts += [f"## {meta_path.stem}", "",
                   f"`{meta['command']}` on {meta['date']}: {meta['cpu_model']} ({meta['cores']} cores), oneDNN ISA "
-                  f"{meta['onednn_isa']}{cap}; mnistlab commit {meta['git_commit'][:12]}{total}.", "",
+                  f"{meta['onednn_isa']}{cap}; mnistlab commit "
+                  f"{', '.join(c.strip()[:10] for c in meta['git_commit'].split(','))}{total}.", "",
                   _suite_table(runs), ""]
     return "\n".join(parts)
 
@@ -99,11 +100,13 @@ def draw(path: Path) -> None:
     if not frames:
         return
     runs = pd.concat(frames)
-    fig, ax = plt.subplots(figsize=(10, 4.2), constrained_layout=True)
-    sns.stripplot(data=runs, x="variant", y="test_accuracy", hue="suite", dodge=True, alpha=0.7, ax=ax)
-    sns.pointplot(data=runs, x="variant", y="test_accuracy", hue="suite", dodge=0.4, linestyle="none",
-                  errorbar=None, marker="_", markersize=20, palette="dark", legend=False, ax=ax)
-    ax.set(title="Test accuracy per run (dots) and per variant (bars), by suite", xlabel="", ylabel="test accuracy")
+    runs["label"] = runs.suite + ": " + runs.variant if len(frames) > 1 else runs.variant
+    order = runs.groupby("label").test_accuracy.mean().sort_values().index.tolist()
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(order) + 1.2), constrained_layout=True)
+    sns.stripplot(data=runs, y="label", x="test_accuracy", order=order, alpha=0.7, ax=ax)
+    sns.pointplot(data=runs, y="label", x="test_accuracy", order=order, linestyle="none", errorbar=("ci", 95),
+                  color="black", marker="|", markersize=14, capsize=0.3, ax=ax)
+    ax.set(title="Test accuracy per run (dots), mean and bootstrap 95% CI per variant", ylabel="", xlabel="test accuracy")
     ax.tick_params(axis="x", rotation=20)
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=90)

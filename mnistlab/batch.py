@@ -83,7 +83,8 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
         else:
             jobs.append((i, new_run_name(config.model), config))
     failures = []
-    with Executor(runs_dir, workers, scheduler, log_output, dataset=plan[0].dataset, verbose=verbose) as executor:
+    with Executor(runs_dir, workers, scheduler, log_output, dataset=plan[0].dataset, verbose=verbose,
+                  force=force) as executor:
 
         def collect():
             finished, failure = executor.next_result()

@@ -42,12 +42,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args) -> int:
     from mnistlab.config import make_config
-    from mnistlab.results import run_status
-    from mnistlab.train import train_and_evaluate
 
     # One line per epoch when nobody watches a terminal (logs, CI); Keras' progress bar otherwise.
     overrides = {"verbose": 1 if sys.stdout.isatty() else 2, "seed": args.seed, **_run_overrides(args)}
-    config = make_config(args.model, **overrides)
+    config = make_config(args.model, **overrides)  # refused here, before TensorFlow starts
+    from mnistlab.results import run_status
+    from mnistlab.train import train_and_evaluate
+
     run_dir = train_and_evaluate(config, args.runs_dir, run_name=args.run_name)
     print(run_dir)
     if run_status(run_dir) == "diverged":

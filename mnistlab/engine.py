@@ -112,11 +112,12 @@ def result_line(run_dir: Path) -> str:
 
 
 def train_one(run_name: str, config: dict, runs_dir: Path, log_output: bool = True, verbose: bool = False,
-              prune: dict | None = None, data_dir: str | None = None) -> str | None:
+              prune: dict | None = None, data_dir: str | None = None, force: bool = False) -> str | None:
     """Execute train_model.ipynb for one run of `config` (a complete TrainConfig as a dict), keep
     the executed notebook and `train.log` (everything the kernel and papermill printed) in its run
     folder, and print its epoch lines (`log_output`; every line with `verbose`) and a result line.
     `data_dir`: where the kernel reads the data (a worker's own $MNISTLAB_DATA_DIR wins).
+    Unless `force`, a config with a completed run in `runs_dir` is not trained again.
 
     Returns None on success, else a one-line description of the failure. Runs in this process,
     or in a Dask worker for parallel batches.
@@ -134,7 +135,7 @@ def train_one(run_name: str, config: dict, runs_dir: Path, log_output: bool = Tr
         os.environ[DATA_DIR_ENV] = str(data_dir)  # the kernel started next inherits it
     # Checked where the run would start (a client may have planned it before another finished it).
     config_hash = planned_hash(make_config(**config))
-    if config_hash in completed_runs_by_hash(runs_dir):
+    if not force and config_hash in completed_runs_by_hash(runs_dir):
         return None
     if is_locked(runs_dir, config_hash):
         return f"{run_name}: not started: the same config is training right now (its backup is locked)"
@@ -202,9 +203,9 @@ class Executor:
     then take results as they finish with `next_result`."""
 
     def __init__(self, runs_dir: Path, workers: int = 1, scheduler: str | None = None, log_output: bool = True,
-                 dataset: str = "mnist", verbose: bool = False):
+                 dataset: str = "mnist", verbose: bool = False, force: bool = False):
         self.runs_dir, self.workers, self.scheduler, self.log_output = Path(runs_dir), workers, scheduler, log_output
-        self.verbose = verbose
+        self.verbose, self.force = verbose, force
         self.dataset, self.data_dir = dataset, str(default_data_dir().resolve())
         self.parallel = workers > 1 or bool(scheduler)
         self._pending: dict = {}  # future (or run name, in process) -> run name
@@ -254,11 +255,11 @@ class Executor:
     def submit(self, run_name: str, config: TrainConfig, prune: dict | None = None) -> None:
         if self.parallel:
             future = self._client.submit(train_one, run_name, config.to_dict(), self.runs_dir, False, False, prune,
-                                         self.data_dir, pure=False, workers=self.good_workers)
+                                         self.data_dir, self.force, pure=False, workers=self.good_workers)
             self._pending[future] = run_name
         else:
             self._done.append((run_name, train_one(run_name, config.to_dict(), self.runs_dir, self.log_output,
-                                                   self.verbose, prune=prune)))
+                                                   self.verbose, prune=prune, force=self.force)))
 
     def next_result(self) -> tuple[str, str | None]:
         """(run name, failure or None) of a finished task; blocks until one finishes."""

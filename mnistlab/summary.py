@@ -80,7 +80,7 @@ def print_comparison(table: pd.DataFrame, where: str | None = None) -> None:
     view = Table(title="Comparison (test accuracy over seeds; McNemar/Holm against the best)")
     for column, justify in (("variant", "left"), ("runs", "right"), ("test accuracy", "right"),
                             ("95% CI", "right"), ("train s", "right"), ("vs the best", "left")):
-        view.add_column(column, justify=justify, no_wrap=True)
+        view.add_column(column, justify=justify, no_wrap=column not in ("variant", "vs the best"))
     for row in table.itertuples():
         spread = f" ± {row.std:.4f}" if row.std == row.std else ""
         interval = f"{row.ci_low:.4f}-{row.ci_high:.4f}" if row.ci_low == row.ci_low else "-"

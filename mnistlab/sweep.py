@@ -140,6 +140,10 @@ def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: 
     for key, value in (("trials", trials), ("seeds", seeds), ("workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    if workers > 1 and not scheduler and overrides.get("threads") is None:
+        from mnistlab.machine import available_cores
+
+        overrides["threads"] = max(1, available_cores() // workers)  # runs side by side share the cores
     base = make_config(model, **overrides)
     grid_values = parse_grid(list(grid)) if grid else {}
     space = parse_search(list(search)) if search else {}

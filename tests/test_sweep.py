@@ -96,7 +96,9 @@ def test_hparams_group_the_seeds_of_a_variant(tmp_path, tiny_data):
 @pytest.mark.slow
 def test_grid_sweep_end_to_end_and_resumed(tmp_path, real_data_dir, monkeypatch, capsys):
     monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
-    args = dict(grid=["learning_rate=0.001,0.01"], epochs=1, limit=1000, runs_dir=tmp_path, log_output=False)
+    # On a Dask LocalCluster of two workers, as `make sweep` runs, each with its share of the cores.
+    args = dict(grid=["learning_rate=0.001,0.01"], epochs=1, limit=1000, runs_dir=tmp_path, log_output=False,
+                workers=2)
     folder = run_sweep("slp", **args)
     assert folder == tmp_path / "sweeps" / "slp-grid"
     table = pd.read_csv(folder / "sweep.csv")
@@ -108,6 +110,7 @@ def test_grid_sweep_end_to_end_and_resumed(tmp_path, real_data_dir, monkeypatch,
     run_sweep("slp", **args)  # run again: everything is skipped
     assert sorted(p.name for p in folder.glob("slp-*")) == runs
     assert capsys.readouterr().out.count("skip: completed as") == 2
+    assert all(json.loads((folder / run / "config.json").read_text())["resolved"]["threads"] == 1 for run in runs)
 
 
 @pytest.mark.slow
