@@ -37,14 +37,14 @@ help:
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	@echo "setup: creating $(VENV) and installing requirements.txt (pinned; a few minutes the first time)"
-	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PY) -c "import mnistlab, tensorflow, keras, optuna" || { echo "setup failed: see the pip lines above"; exit 1; }
+	@$(PYTHON) -m venv $(VENV)
+	@echo "setup: creating $(VENV) and installing requirements.txt (pinned; a few minutes the first time; log in $(VENV)/install.log)"
+	@{ $(PY) -m pip install --disable-pip-version-check --upgrade pip && \
+	   $(PY) -m pip install --disable-pip-version-check -r requirements.txt && \
+	   $(PY) -m pip install --disable-pip-version-check --no-deps -e . ; } > $(VENV)/install.log 2>&1 \
+	   || { tail -20 $(VENV)/install.log; echo "setup failed: see $(VENV)/install.log"; exit 1; }
 	@# The notebooks run on this venv's kernel, whatever kernels the user has elsewhere.
-	@$(PY) -m ipykernel install --sys-prefix --name mnistlab --display-name "Python (mnistlab)" > /dev/null
+	@$(PY) -m ipykernel install --sys-prefix --name mnistlab --display-name "Python (mnistlab)" > /dev/null 2>&1
 	@echo "setup: $(VENV) ready (TensorFlow $$($(PY) -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null)), Jupyter kernel 'mnistlab' installed"
 	@touch $@
 
