@@ -74,8 +74,10 @@ cluster-demo: setup data
 report: setup
 	$(PY) -m mnistlab report --notebook $(RUNS_DIR)/compare_runs.ipynb --html $(RUNS_DIR)/report.html
 
+# Two test processes: most of a test's time is a kernel or a process starting, which overlaps well.
+TEST_WORKERS ?= 2
 test: setup data
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 jupyter: setup data
 	$(VENV)/bin/jupyter lab --notebook-dir notebooks README.md
