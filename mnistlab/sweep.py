@@ -188,9 +188,14 @@ def _run_points(executor: Executor, folder: Path, model: str, overrides: dict, p
         print(f"[{i}/{len(jobs)}] {run_name}", flush=True)
         executor.submit(run_name, config)
         while executor.in_flight >= executor.capacity:
-            print("finished {} {}".format(*executor.next_result()), flush=True)
+            _report(executor)
     while executor.in_flight:
-        print("finished {} {}".format(*executor.next_result()), flush=True)
+        _report(executor)
+
+
+def _report(executor: Executor) -> None:
+    run_name, failure = executor.next_result()
+    print(f"FAILED {failure}" if failure else f"finished {run_name}", flush=True)
 
 
 def _search(executor: Executor, study, folder: Path, model: str, overrides: dict, space: dict, trials: int,
