@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mnistlab.engine import Executor, check_kernel, execute_notebook
+from mnistlab.engine import Executor, check_kernel, execute_notebook, run_log
 from mnistlab.config import FIELDS, NOT_RESULT, TrainConfig, _coerce, make_config
 from mnistlab.results import completed_runs_by_hash, load_runs, run_status
 from mnistlab.runs import check_writable, new_run_name, read_json, resolve_runs_dir, write_json
@@ -169,8 +169,11 @@ def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: 
     table = sweep_table(folder, list(grid_values) or list(space))
     table.to_csv(folder / "sweep.csv", index=False)
     _figures(table, list(grid_values) or list(space), folder)
-    execute_notebook("sweep_report.ipynb", folder / "sweep_report.ipynb", log_output=log_output,
-                     parameters={"sweep_dir": str(folder)})
+    with run_log(folder / "sweep_report.log", echo=False):
+        execute_notebook("sweep_report.ipynb", folder / "sweep_report.ipynb", parameters={"sweep_dir": str(folder)})
+    best = best_point(table)
+    print(f"best on validation: {best.point} ({table[table.point == best.point].val_accuracy.mean():.4f} mean "
+          f"val_accuracy); table {folder / 'sweep.csv'}, report {folder / 'sweep_report.ipynb'}", flush=True)
     return folder
 
 
