@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import typing
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -294,7 +295,9 @@ def _figures(table: pd.DataFrame, keys: list[str], folder: Path) -> None:
     for filename, plot in (("parallel_coordinates.png", optuna.visualization.matplotlib.plot_parallel_coordinate),
                            ("importance.png", optuna.visualization.matplotlib.plot_param_importances)):
         try:
-            ax = plot(study)
+            with warnings.catch_warnings():  # Optuna marks its matplotlib figures "experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = plot(study)
         except (ValueError, RuntimeError) as e:  # importance needs two or more varied settings
             print(f"{filename}: not drawn ({e})", flush=True)
             continue
