@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import os
 import time
+from pathlib import Path
 
 from mnistlab.config import TrainConfig, make_config
 from mnistlab.engine import Executor, check_kernel, execute_notebook, run_log
