@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from mnistlab.recipes import FLOORS
+
 DOCS = Path(__file__).resolve().parent
 DATA = DOCS / "data"
-# The floors every default recipe must meet (three-seed mean).
-FLOORS = {"slp": 0.920, "mlp": 0.975, "dropout_mlp": 0.972, "cnn": 0.985, "bn_cnn": 0.994}
 COLUMNS = ["model", "variant", "seed", "test_accuracy", "val_accuracy", "train_seconds", "epochs_run", "run"]
 
 

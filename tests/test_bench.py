@@ -54,10 +54,40 @@ def test_bench_quick_run(tmp_path, real_data_dir, monkeypatch):
     monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
     out = tmp_path / "new" / "folder"  # created by the benchmark
     bench.main(["--models", "slp", "--steps", "5", "--repeats", "1", "--quick", "--out", str(out)])
-    table = pd.read_csv(out / "results.csv")
+    csv_name, md_name = bench.output_names()  # results-avx2.* under ONEDNN_MAX_CPU_ISA=AVX2
+    table = pd.read_csv(out / csv_name)
     assert table.model.tolist() == ["slp"] and table.speedup[0] > 0
-    assert table.cpu_model[0] and table.onednn_isa[0] and table.date[0]
-    assert "| model |" in (out / "results.md").read_text()
+    assert table.cpu_model[0] and table.onednn_isa[0] and table.date[0] and table.precision[0] == "float32"
+    assert table.batch_size[0] == 128 and "mnistlab_commit" in table
+    assert "| model |" in (out / md_name).read_text()
+    keras.backend.clear_session()
+
+
+def test_output_names_follow_the_isa_cap(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert bench.output_names() == ("results.csv", "results.md")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert bench.output_names() == ("results-avx2.csv", "results-avx2.md")
+
+
+def test_profile_shares_add_up(real_data_dir, monkeypatch):
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
+    from mnistlab.data import load_dataset
+
+    shares = bench.profile_ops("cnn", load_dataset(limit=2000), steps=4)
+    assert abs(sum(shares.values()) - 1) < 0.01
+    assert shares["conv backward (filter)"] > 0 and shares["conv forward"] > 0
+    keras.backend.clear_session()
+
+
+def test_time_to_targets_reports_reached_and_missed_targets(real_data_dir, monkeypatch):
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
+    from mnistlab.data import load_dataset
+
+    reached = bench.time_to_targets("slp", load_dataset(limit=2000), "mnistlab", (0.3, 0.6, 0.999))
+    assert 1 <= reached[0.3][1] <= reached[0.6][1] <= 10 and 0 < reached[0.3][0] <= reached[0.6][0]
+    assert reached[0.999][1] == 0 and reached[0.999][0] != reached[0.999][0]  # not in 10 epochs: nan
     keras.backend.clear_session()
 
 

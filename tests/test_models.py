@@ -27,6 +27,8 @@ EXPECTED_PARAMS = {
     "tiny_mlp": 3_210,  # (784*4+4) + (4*4+4) + (4*10+10)
     "small_mlp": 8_070,  # (784*10+10) + (10*10+10) + (10*10+10)
     "ae_classifier": 670_682,  # autoencoder 435,536 + classifier 235,146
+    # convs without bias 800 + 18,432; dense without bias 3136*128; BN 4*(32+64+128); 1,290
+    "speedrun": 422_826,
 }
 
 
