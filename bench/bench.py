@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import warnings
 import json
 import os
 import statistics
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="throughput only: skip the profile, time to accuracy and memory (default: run them)")
     parser.add_argument("--out", default=str(BENCH_DIR), help="folder for the results files (default: bench/)")
     args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")  # Keras, for tf.data input
     models = [check_model(m.strip()) for m in args.models.split(",") if m.strip()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)  # before the work, not after it
@@ -292,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in [m for m in PROFILED if m in models]:
             shares = profile_ops(name, data)
             profiles.append({"model": name, **shares})
+            next(r for r in rows if r["model"] == name).update({f"step_share {k}": v for k, v in shares.items()})
             print(f"{name} step profile: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items() if v), flush=True)
         for name, targets in TARGETS.items():
             if name not in models:
@@ -314,14 +317,15 @@ def main(argv: list[str] | None = None) -> None:
                "onednn_max_cpu_isa": machine_info["onednn_max_cpu_isa"] or "", "cores": machine_info["cores"],
                "date": str(datetime.date.today()), "mnistlab_commit": (environment_info()["git_commit"] or "")[:12],
                "tensorflow": tf.__version__, "matmul_gflops": round(peak_gflops)}
+    context["bench_seconds"] = round(time.perf_counter() - started)
     table = pd.DataFrame(rows).assign(**context)
     table.to_csv(out / csv_name, index=False)
     header = (f"`make bench{' ISA=avx2' if machine_info['onednn_max_cpu_isa'] else ''}`, measured {context['date']} "
               f"at mnistlab commit {context['mnistlab_commit']} on {context['cpu_model']} ({context['cores']} cores; "
               f"oneDNN ISA {context['onednn_isa']}), TensorFlow {tf.__version__}; float32 matmul rate "
               f"{peak_gflops:.0f} GFLOP/s; {args.steps} batches x {args.repeats} timed epochs per throughput "
-              f"figure; {time.perf_counter() - started:.0f} s in all.")
-    text = header + "\n\n" + to_markdown(pd.DataFrame(rows))
+              f"figure; {context['bench_seconds']} s in all.")
+    text = header + "\n\n" + to_markdown(pd.DataFrame(rows).drop(columns=[c for c in table if c.startswith("step_share")]))
     if profiles:
         text += ("\n\nShare of a training step's op time (tf.profiler, float32, batch of the recipe):\n\n"
                  + to_markdown(pd.DataFrame(profiles)))

@@ -23,6 +23,7 @@ from mnistlab.recipes import FLOORS
 
 DOCS = Path(__file__).resolve().parent
 DATA = DOCS / "data"
+BENCH = DOCS.parent / "bench"
 COLUMNS = ["model", "variant", "seed", "test_accuracy", "val_accuracy", "train_seconds", "epochs_run", "run"]
 
 
@@ -79,7 +80,59 @@ def render() -> str:
                   f"{meta['onednn_isa']}{cap}; mnistlab commit "
                   f"{', '.join(c.strip()[:10] for c in meta['git_commit'].split(','))}{total}.", "",
                   _suite_table(runs), ""]
+    for path in sorted(BENCH.glob("results*.csv")):
+        parts += _bench_section(path)
     return "\n".join(parts)
+
+
+def _bench_section(path: Path) -> list[str]:
+    """The tables of one `make bench` results file (bench/results.csv or results-avx2.csv)."""
+    bench = pd.read_csv(path)
+    first = bench.iloc[0]
+    cap = first.get("onednn_max_cpu_isa")
+    cap = cap if isinstance(cap, str) and cap else None
+    parts = [f"## {'`make bench ISA=avx2`' if cap else '`make bench`'} ({path.relative_to(DOCS.parent)})", "",
+             f"Measured {first['date']} at mnistlab commit {str(first['mnistlab_commit'])[:10]} on {first['cpu_model']} "
+             f"({first['cores']} cores), oneDNN ISA {first['onednn_isa']}"
+             + (f" with ONEDNN_MAX_CPU_ISA={cap}" if cap else "") + f", TensorFlow {first['tensorflow']}; "
+             f"numpy's float32 matmul ran at {first['matmul_gflops']} GFLOP/s; the benchmark took "
+             f"{first['bench_seconds']} s.", "",
+             "Training throughput (steady state), mnistlab's pipeline and step against the article's code:", "",
+             "| model | precision | batch | mnistlab images/s | article's code images/s | speed-up | GFLOP/s | of matmul |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in bench.itertuples():
+        parts.append(f"| `{row.model}` | {row.precision} | {row.batch_size} | {row.mnistlab_images_per_second:,} | "
+                     f"{row.seed_images_per_second:,} | {row.speedup:.2f}x | {row.gflops:.1f} | "
+                     f"{row.fraction_of_matmul:.0%} |")
+    targets = sorted({c[len("mnistlab_seconds_to_"):] for c in bench if c.startswith("mnistlab_seconds_to_")}, key=float)
+    if targets:
+        parts += ["", "Training seconds (validation excluded) until validation accuracy first reaches the target, "
+                  "mnistlab's recipe against the article's recipe and code, seed 0 (a dash: not within the "
+                  "recipe's epochs):", "",
+                  "| model | validation target | mnistlab s (epoch) | article s (epoch) | article / mnistlab |",
+                  "| --- | --- | --- | --- | --- |"]
+        for row in bench.to_dict("records"):
+            for target in targets:
+                ours, theirs = row.get(f"mnistlab_seconds_to_{target}"), row.get(f"seed_seconds_to_{target}")
+                if ours is None or pd.isna(row.get(f"mnistlab_epochs_to_{target}")):
+                    continue
+
+                def cell(seconds, style):
+                    epoch = int(row[f"{style}_epochs_to_{target}"])
+                    return f"{seconds:.1f} ({epoch})" if epoch else "-"
+
+                ratio = row.get(f"time_to_{target}_ratio")
+                parts.append(f"| `{row['model']}` | {target} | {cell(ours, 'mnistlab')} | {cell(theirs, 'seed')} | "
+                             f"{'-' if ratio is None or pd.isna(ratio) else f'{ratio:.1f}x'} |")
+    shares = [c for c in bench if c.startswith("step_share ")]
+    if shares:
+        profiled = bench.dropna(subset=shares)
+        parts += ["", "Where a training step's op time goes (tf.profiler, float32, share of op time):", "",
+                  "| model | " + " | ".join(c[len("step_share "):] for c in shares) + " |",
+                  "| --- |" + " --- |" * len(shares)]
+        for row in profiled.to_dict("records"):
+            parts.append(f"| `{row['model']}` | " + " | ".join(f"{row[c]:.0%}" for c in shares) + " |")
+    return parts + [""]
 
 
 def _model_order(model: str) -> int:

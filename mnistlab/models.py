@@ -132,7 +132,7 @@ def build_cnn(input_shape=(28, 28), num_classes=10) -> keras.Model:
     The seed's code gives the three convolutions no activation, which collapses them into one
     linear map; the architecture's original (Martin Görner, "TensorFlow and deep learning,
     without a PhD") has a ReLU after each, as here. The literal version is `cnn_linear`.
-    Recipe (mnistlab's): Adam, 3 epochs, batch 128, learning rate warmed up to 0.003 over the
+    Recipe (mnistlab's): Adam, 2 epochs, batch 128, learning rate warmed up to 0.003 over the
     first tenth of the steps, then a cosine decay to 0 (the article's: a constant 0.001, 10 epochs).
     The seed states no figure for this model.
     """
@@ -163,7 +163,7 @@ def build_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float = 0.2
     """The CNN with BatchNormalization + ReLU after every convolution, then Dense 128 + BN +
     ReLU, Dropout(0.2), Dense(softmax). 241,098 parameters (240,642 trainable).
 
-    Recipe (mnistlab's): Adam, 8 epochs, batch 128, learning rate warmed up to 0.005 over the
+    Recipe (mnistlab's): Adam, 7 epochs, batch 128, learning rate warmed up to 0.005 over the
     first tenth of the steps, then a cosine decay to 0 (the article's: 0.01 * 0.6**epoch, 10
     epochs). The seed reports "around 99%".
     `fused_batch_norm` (default True) uses FusedBatchNormalization, the same computation in
