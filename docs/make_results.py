@@ -97,7 +97,7 @@ def _bench_section(path: Path) -> list[str]:
              + (f" with ONEDNN_MAX_CPU_ISA={cap}" if cap else "") + f", TensorFlow {first['tensorflow']}; "
              f"numpy's float32 matmul ran at {first['matmul_gflops']} GFLOP/s; the benchmark took "
              f"{first['bench_seconds']} s.", "",
-             "Training throughput (steady state), mnistlab's pipeline and step against the article's code:", "",
+             "Training throughput (steady state), mnistlab's pipeline and step against the article's code (for `speedrun`, which has no article: the same network in the article's pipeline):", "",
              "| model | precision | batch | mnistlab images/s | article's code images/s | speed-up | GFLOP/s | of matmul |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in bench.itertuples():

@@ -28,8 +28,9 @@ def test_models_lists_the_zoo_with_real_schedules():
     assert out.returncode == 0
     lines = out.stdout.splitlines()[1:]
     assert [line.split()[0] for line in lines] == list(MODEL_NAMES)
-    bn_cnn = next(line for line in lines if line.startswith("bn_cnn"))
-    assert "0.01 x 0.6^epoch (staircase)" in bn_cnn and "auto" in bn_cnn
+    dropout_mlp = next(line for line in lines if line.startswith("dropout_mlp"))
+    assert "0.01 x 0.6^epoch (staircase)" in dropout_mlp
+    assert "auto" in next(line for line in lines if line.startswith("bn_cnn"))
     assert "learning_rate" in run_cli("models", "--keys").stdout
 
 
