@@ -159,7 +159,7 @@ def draw(path: Path) -> None:
     sns.stripplot(data=runs, y="label", x="test_accuracy", order=order, alpha=0.7, ax=ax)
     sns.pointplot(data=runs, y="label", x="test_accuracy", order=order, linestyle="none", errorbar=("ci", 95),
                   color="black", marker="|", markersize=14, capsize=0.3, ax=ax)
-    ax.set(title="Test accuracy per run (dots), mean and bootstrap 95% CI per variant", ylabel="", xlabel="test accuracy")
+    ax.set(title="Test accuracy: runs (dots), mean and 95% CI per variant", ylabel="", xlabel="test accuracy")
     ax.tick_params(axis="x", rotation=20)
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=90)
