@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import warnings
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -263,7 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(BENCH_DIR), help="folder for the results files (default: bench/)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")  # Keras, for tf.data input
-    models = [check_model(m.strip()) for m in args.models.split(",") if m.strip()]
+    try:  # before any work: an unknown name costs nothing
+        models = [check_model(m.strip()) for m in args.models.split(",") if m.strip()]
+    except ValueError as e:
+        parser.error(f"--models: {e}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     csv_name, md_name = output_names()

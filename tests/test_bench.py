@@ -100,3 +100,10 @@ def test_levers_measure_in_their_own_process(real_data_dir, monkeypatch):
     rows = levers.conv_gflops(batch=2, repeats=1)
     assert [r["convolution"] for r in rows] == ["1->12 3x3 /1", "12->24 6x6 /2", "24->32 6x6 /2"]
     assert all(r["train_ms"] > 0 for r in rows)
+
+
+def test_unknown_model_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--models", "cnn,nope", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "--models: No model named 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written
