@@ -107,3 +107,26 @@ def test_unknown_model_is_refused_before_any_work(tmp_path, capsys):
         bench.main(["--models", "cnn,nope", "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "--models: No model named 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_article_code_is_timed_only_for_targets_mnistlab_reaches(tmp_path, monkeypatch):
+    # The orchestration only: every measurement is replaced by a stand-in.
+    calls = []
+
+    def fake_time_to_targets(name, data, style, targets):
+        calls.append((style, targets))
+        if style == "mnistlab":
+            return {0.99: (50.0, 2), 0.999: (float("nan"), 0)}
+        return {target: (150.0, 5) for target in targets}
+
+    monkeypatch.setattr(bench, "TARGETS", {"mlp": (0.99, 0.999)})
+    monkeypatch.setattr(bench, "PROFILED", ())
+    monkeypatch.setattr(bench, "time_to_targets", fake_time_to_targets)
+    monkeypatch.setattr(bench, "throughput", lambda *args, **kwargs: 1000.0)
+    monkeypatch.setattr(bench, "matmul_gflops", lambda: 100.0)
+    monkeypatch.setattr(bench, "load_dataset", lambda: None)
+    bench.main(["--models", "mlp", "--out", str(tmp_path)])
+    assert calls == [("mnistlab", (0.99, 0.999)), ("seed", (0.99,))]
+    row = pd.read_csv(tmp_path / bench.output_names()[0]).iloc[0]
+    assert row["time_to_0.99_ratio"] == 3.0 and row["seed_epochs_to_0.99"] == 5
+    assert row["seed_epochs_to_0.999"] == 0 and pd.isna(row["time_to_0.999_ratio"])
