@@ -24,6 +24,8 @@ from mnistlab.recipes import FLOORS
 DOCS = Path(__file__).resolve().parent
 DATA = DOCS / "data"
 BENCH = DOCS.parent / "bench"
+# Per suite, the McNemar verdicts between variants of one model (from the runs folder's pairwise.csv).
+PAIRS = DATA / "pairs"
 COLUMNS = ["model", "variant", "seed", "test_accuracy", "val_accuracy", "train_seconds", "epochs_run", "run"]
 
 
@@ -48,6 +50,24 @@ def add_suite(name: str, runs_dir: str, command: str) -> None:
     meta = {"command": command, "date": max(ended)[:10], **{k: ", ".join(v) for k, v in seen.items()},
             "run_all_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
     (DATA / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    pairwise = Path(runs_dir) / "pairwise.csv"
+    if pairwise.is_file():  # the comparison's McNemar tests: keep the pairs of one model's variants
+        same = same_model_pairs(pd.read_csv(pairwise), dict(zip(counted.variant, counted.model)))
+        if not same.empty:
+            PAIRS.mkdir(exist_ok=True)
+            same.to_csv(PAIRS / f"{name}.csv", index=False)
+
+
+def same_model_pairs(pairwise: pd.DataFrame, model_of: dict[str, str]) -> pd.DataFrame:
+    """The verdicts (mnistlab.stats.pairwise_verdicts) of the pairs in `pairwise` (a comparison's
+    pairwise.csv, one row per pair of variants and seed) whose two variants are of one model
+    (`model_of`: variant -> model), with columns variant_a, variant_b, n_seeds, only_a_right,
+    only_b_right, p_holm_max, significant_all_seeds."""
+    from mnistlab.stats import pairwise_verdicts
+
+    verdicts = pairwise_verdicts(pairwise)
+    same = verdicts[verdicts.model_a.map(model_of).eq(verdicts.model_b.map(model_of))]
+    return same.rename(columns={"model_a": "variant_a", "model_b": "variant_b"}).reset_index(drop=True)
 
 
 def _suite_table(runs: pd.DataFrame) -> str:
@@ -61,6 +81,19 @@ def _suite_table(runs: pd.DataFrame) -> str:
                     f"{mean:.4f}" + (f" ± {std:.4f}" if std == std else "") + f" | {floor or '-'} | "
                     f"{'-' if floor is None else ('yes' if mean >= floor else '**no**')} | "
                     f"{group.train_seconds.mean():.1f} |")
+    return "\n".join(rows)
+
+
+def _pairs_table(pairs: pd.DataFrame) -> str:
+    """Two variants of one model: the test images only one of them classifies right (summed over
+    seeds) and McNemar's exact test per seed, Holm-corrected over all pairs of that seed."""
+    rows = ["Variants of one model compared image by image (exact McNemar test per seed, Holm-corrected over "
+            "every pair of the comparison; significant: p < 0.05 after correction with every seed):", "",
+            "| variant a | variant b | seeds | only a right | only b right | largest p (Holm) | significant |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in pairs.itertuples():
+        rows.append(f"| `{row.variant_a}` | `{row.variant_b}` | {row.n_seeds} | {row.only_a_right} | "
+                    f"{row.only_b_right} | {row.p_holm_max:.2g} | {'yes' if row.significant_all_seeds else 'no'} |")
     return "\n".join(rows)
 
 
@@ -80,6 +113,9 @@ def render() -> str:
                   f"{meta['onednn_isa']}{cap}; mnistlab commit "
                   f"{', '.join(c.strip()[:10] for c in meta['git_commit'].split(','))}{total}.", "",
                   _suite_table(runs), ""]
+        pairs_path = PAIRS / f"{meta_path.stem}.csv"
+        if pairs_path.is_file():
+            parts += [_pairs_table(pd.read_csv(pairs_path)), ""]
     for path in sorted(BENCH.glob("results*.csv")):
         parts += _bench_section(path)
     return "\n".join(parts)
