@@ -102,15 +102,17 @@ def resolve(config: TrainConfig) -> dict:
 
 
 def apply_threads(threads: int) -> int:
-    """Give TensorFlow `threads` intra-op threads and one inter-op thread, so that runs sharing a
-    machine do not fight over its cores. Returns the intra-op threads in force afterwards:
+    """Give TensorFlow `threads` intra-op and `threads` inter-op threads: a run on a share of the
+    machine's cores (a Dask worker's) stays within it, and a run on all of them keeps them busy.
+    (A single inter-op thread would serialise tf.data's parallel map and the step's small ops
+    behind its large ones; `make bench-levers` measures what that costs.) Returns the intra-op threads in force afterwards:
     `threads`, or TensorFlow's earlier setting if it had already started (then it cannot change;
     0, TensorFlow's default, is reported as every available core)."""
     import tensorflow as tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:  # TensorFlow has started in this process: its pools are fixed
         pass
     return tf.config.threading.get_intra_op_parallelism_threads() or available_cores()

@@ -297,7 +297,7 @@ def _figures(table: pd.DataFrame, keys: list[str], folder: Path) -> None:
         try:
             with warnings.catch_warnings():  # Optuna marks its matplotlib figures "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                ax = plot(study)
+                ax = plot(study, target_name="val_accuracy")
         except (ValueError, RuntimeError) as e:  # importance needs two or more varied settings
             print(f"{filename}: not drawn ({e})", flush=True)
             continue
