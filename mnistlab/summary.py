@@ -61,10 +61,13 @@ def headline(table: pd.DataFrame, tolerance: float = 0.001) -> str:
     interval = f" (95% CI {best.ci_low:.4f}-{best.ci_high:.4f})" if best.ci_low == best.ci_low else ""
     beaten = table.variant[table.versus_best == "worse on every seed"].tolist()
     close = table[table["mean"] >= best["mean"] - tolerance].sort_values("train_seconds").iloc[0]
+    if len(table) == 1:
+        return (f"One variant: {best.variant}, test accuracy {best['mean']:.4f}{interval} over {best.runs} run(s), "
+                f"{best.train_seconds:.1f} s of training per run.")
     text = (f"Best: {best.variant}, test accuracy {best['mean']:.4f}{interval} over {best.runs} run(s); "
             f"significantly better on every seed than {', '.join(beaten) if beaten else 'none of the others'}.")
     return text + (f" Fastest within {tolerance} of it: {close.variant} ({close.train_seconds:.1f} s per run)."
-                   if close.variant != best.variant else " No variant within 0.001 of it trains faster.")
+                   if close.variant != best.variant else f" No variant within {tolerance} of it trains faster.")
 
 
 def print_comparison(table: pd.DataFrame, where: str | None = None) -> None:
