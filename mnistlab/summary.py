@@ -59,11 +59,11 @@ def headline(table: pd.DataFrame, tolerance: float = 0.001) -> str:
         return "No completed runs to compare."
     best = table.iloc[0]
     interval = f" (95% CI {best.ci_low:.4f}-{best.ci_high:.4f})" if best.ci_low == best.ci_low else ""
-    beaten = table.variant[table.versus_best == "worse on every seed"].tolist()
-    close = table[table["mean"] >= best["mean"] - tolerance].sort_values("train_seconds").iloc[0]
     if len(table) == 1:
         return (f"One variant: {best.variant}, test accuracy {best['mean']:.4f}{interval} over {best.runs} run(s), "
                 f"{best.train_seconds:.1f} s of training per run.")
+    beaten = table.variant[table.versus_best == "worse on every seed"].tolist()
+    close = table[table["mean"] >= best["mean"] - tolerance].sort_values("train_seconds").iloc[0]
     text = (f"Best: {best.variant}, test accuracy {best['mean']:.4f}{interval} over {best.runs} run(s); "
             f"significantly better on every seed than {', '.join(beaten) if beaten else 'none of the others'}.")
     return text + (f" Fastest within {tolerance} of it: {close.variant} ({close.train_seconds:.1f} s per run)."
