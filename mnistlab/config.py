@@ -53,6 +53,9 @@ class TrainConfig:
     early_stopping_patience: int = 0  # stop after N epochs without a better val_loss, restore the best (0: off)
     normalize: bool = True  # the model scales pixels to [0, 1]; False feeds raw [0, 255] (tuning study)
     augment: bool = False  # random rotations (±10°), shifts and zooms (±10%) of training images
+    # BatchNormalization's moving-average momentum (models with BatchNorm only; Keras' default 0.99).
+    # Training steps use each batch's statistics; this sets only the averages used at evaluation.
+    batch_norm_momentum: float = 0.99
     ae_epochs: int = 10  # ae_classifier: epochs of the autoencoder's pretraining
     ae_learning_rate: float = 1.0  # ae_classifier: the autoencoder's Adadelta learning rate (original Keras')
     ae_noise_stddev: float = 0.3  # ae_classifier: Gaussian noise added to [0, 1] pixels to train denoising
@@ -160,6 +163,12 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ValueError(f"{key} must be a non-negative number, got {getattr(config, key)}")
     if not 0 < config.lr_decay <= 1:
         raise ValueError(f"lr_decay must be in (0, 1], got {config.lr_decay}")
+    if not 0 <= config.batch_norm_momentum < 1:
+        raise ValueError(f"batch_norm_momentum must be in [0, 1), got {config.batch_norm_momentum}")
+    if (config.model not in recipes.BATCH_NORM_MODELS
+            and config.batch_norm_momentum != TrainConfig.batch_norm_momentum):
+        raise ValueError(f"batch_norm_momentum applies only to the models with BatchNormalization "
+                         f"({', '.join(recipes.BATCH_NORM_MODELS)}); {config.model} has none: leave it out")
     if not 0 <= config.lr_warmup_fraction < 1:
         raise ValueError(f"lr_warmup_fraction must be in [0, 1) (a share of the training steps), "
                          f"got {config.lr_warmup_fraction}")
@@ -206,6 +215,9 @@ def config_from_record(settings: dict) -> TrainConfig:
     (a run folder from elsewhere is not trusted). Raises ValueError naming the bad key."""
     if not isinstance(settings, dict):
         raise ValueError(f"a recorded config must be a mapping, got {type(settings).__name__}")
+    if "batch_norm_momentum" not in settings and settings.get("model") in recipes.BATCH_NORM_MODELS:
+        # Recorded before the setting existed: what the builders used then.
+        settings = {**settings, "batch_norm_momentum": 0.9 if settings["model"] == "speedrun" else 0.99}
     return make_config(**settings)
 
 

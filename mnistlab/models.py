@@ -111,14 +111,14 @@ def build_dropout_mlp(input_shape=(28, 28), num_classes=10, dropout_rate: float 
 
 
 def _conv_stack(input_shape, activation: str | None, batch_norm: bool,
-                fused_batch_norm: bool = True) -> list[layers.Layer]:
+                fused_batch_norm: bool = True, batch_norm_momentum: float = 0.99) -> list[layers.Layer]:
     # Görner's three convolutions: 12 3x3 /1, 24 6x6 /2, 32 6x6 /2 -> 7x7x32 feature maps.
     stack = [keras.Input(shape=input_shape), layers.Reshape((*input_shape, 1))]  # add a channel axis
     for filters, kernel_size, strides in ((12, 3, 1), (24, 6, 2), (32, 6, 2)):
         if batch_norm:
             # The seed puts BN between the weighted sum and the activation (and keeps the bias).
             stack += [layers.Conv2D(filters, kernel_size, strides=strides, padding="same"),
-                      _batch_norm(fused_batch_norm), layers.Activation("relu")]
+                      _batch_norm(fused_batch_norm, batch_norm_momentum), layers.Activation("relu")]
         else:
             stack.append(layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
                                        activation=activation))
@@ -154,12 +154,12 @@ def build_cnn_linear(input_shape=(28, 28), num_classes=10) -> keras.Model:
     ], name="cnn_linear")
 
 
-def _batch_norm(fused: bool) -> layers.Layer:
-    return FusedBatchNormalization() if fused else layers.BatchNormalization()
+def _batch_norm(fused: bool, momentum: float) -> layers.Layer:
+    return (FusedBatchNormalization if fused else layers.BatchNormalization)(momentum=momentum)
 
 
 def build_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float = 0.2,
-                 fused_batch_norm: bool = True) -> keras.Model:
+                 fused_batch_norm: bool = True, batch_norm_momentum: float = 0.99) -> keras.Model:
     """The CNN with BatchNormalization + ReLU after every convolution, then Dense 128 + BN +
     ReLU, Dropout(0.2), Dense(softmax). 241,098 parameters (240,642 trainable).
 
@@ -168,10 +168,12 @@ def build_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float = 0.2
     epochs). The seed reports "around 99%".
     `fused_batch_norm` (default True) uses FusedBatchNormalization, the same computation in
     TensorFlow's fused kernel; False uses Keras' layer as the article does (for benchmarks).
+    `batch_norm_momentum`: every BatchNorm's moving-average momentum (the article's: Keras' 0.99).
     """
-    return keras.Sequential(_conv_stack(input_shape, None, batch_norm=True, fused_batch_norm=fused_batch_norm) + [
+    return keras.Sequential(_conv_stack(input_shape, None, batch_norm=True, fused_batch_norm=fused_batch_norm,
+                                        batch_norm_momentum=batch_norm_momentum) + [
         layers.Dense(128),
-        _batch_norm(fused_batch_norm),
+        _batch_norm(fused_batch_norm, batch_norm_momentum),
         layers.Activation("relu"),
         layers.Dropout(dropout_rate),
         classifier_head(num_classes),
@@ -179,7 +181,7 @@ def build_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float = 0.2
 
 
 def build_deep_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float = 0.4,
-                      fused_batch_norm: bool = True) -> keras.Model:
+                      fused_batch_norm: bool = True, batch_norm_momentum: float = 0.99) -> keras.Model:
     """A deeper BatchNorm CNN for the accuracy recipe (`make best`): seven
     convolutions, each Conv -> BatchNorm -> ReLU, no pooling (strided 5x5 convolutions halve the
     size), then Dense(softmax) on the 1x1x128 output. 326,826 parameters (325,994 trainable).
@@ -194,11 +196,11 @@ def build_deep_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float 
     et al. Convolutions have no bias (the BN offset replaces it). About 4x bn_cnn's FLOPs.
     Recipe (mnistlab's): Adam, warm-up over the first epoch to 0.003, cosine to 0, 15 epochs, batch 128;
     `make best` adds augmentation. No figure is quoted from a source for this exact network.
-    `fused_batch_norm`: as in build_bn_cnn.
+    `fused_batch_norm`, `batch_norm_momentum`: as in build_bn_cnn.
     """
     def conv(filters, kernel_size, strides=1, padding="valid"):
         return [layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False),
-                _batch_norm(fused_batch_norm), layers.Activation("relu")]
+                _batch_norm(fused_batch_norm, batch_norm_momentum), layers.Activation("relu")]
 
     return keras.Sequential([
         keras.Input(shape=input_shape),
@@ -211,7 +213,7 @@ def build_deep_bn_cnn(input_shape=(28, 28), num_classes=10, dropout_rate: float 
 
 
 def build_speedrun(input_shape=(28, 28), num_classes=10, width: int = 32,
-                   batch_norm_momentum: float = 0.9) -> keras.Model:
+                   batch_norm_momentum: float = 0.99) -> keras.Model:
     """The speedrun network, built for training seconds on a CPU without matrix units: two
     strided convolutions and one hidden dense layer, each followed by BatchNorm and ReLU.
 
@@ -221,8 +223,8 @@ def build_speedrun(input_shape=(28, 28), num_classes=10, width: int = 32,
     1.5 million multiply-adds per image forward (cnn: 3.5 million), 422,826 parameters. Strided
     convolutions instead of max pooling, because pooling's gradient costs more CPU time than the
     convolution it saves (measured: a pooled 16-32-64 stack trained at under half this
-    network's images/s). BatchNorm's moving averages use `batch_norm_momentum` 0.9 rather than
-    Keras' 0.99: a run of a few hundred steps must leave them converged.
+    network's images/s). `batch_norm_momentum`: every BatchNorm's moving-average momentum (its
+    recipe's: 0.9).
 
     Not from ../shared/seeds. Small conv-BN-ReLU stacks trained for one to a few epochs with a
     one-cycle schedule are the recipe of published MNIST speed records (99% in under a second

@@ -26,6 +26,7 @@ from mnistlab.evaluate import write_evaluation
 from mnistlab.models import add_weight_regularization, build_model
 from mnistlab.pipeline import create_eval_ds, create_training_ds
 from mnistlab.plots import plot_curves
+from mnistlab.recipes import BATCH_NORM_MODELS
 from mnistlab.results import completed_runs_by_hash, read_history_log
 from mnistlab.runs import backup_dir, check_writable, environment_info, new_run_name, open_run, resolve_runs_dir, write_json
 
@@ -60,7 +61,10 @@ def build(config: TrainConfig, precision: str, input_shape=(28, 28), num_classes
           strategy: tf.distribute.Strategy | None = None, **hparams) -> keras.Model:
     """Stage 1: the config's model, uncompiled: preprocessing (scaling, augmentation) inside,
     weight penalties attached, layers created under the resolved dtype policy `precision` and
-    within `strategy`'s scope. `hparams` go to the builder (benchmarks: fused_batch_norm)."""
+    within `strategy`'s scope. `hparams` go to the builder (benchmarks: fused_batch_norm), after
+    the config's batch_norm_momentum for the models with BatchNorm."""
+    if config.model in BATCH_NORM_MODELS:
+        hparams = {"batch_norm_momentum": config.batch_norm_momentum, **hparams}
     with (strategy or tf.distribute.get_strategy()).scope(), dtype_policy(precision):
         model = build_model(config.model, input_shape=input_shape, num_classes=num_classes,
                             normalize=config.normalize, augment=config.augment, **hparams)

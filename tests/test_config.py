@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mnistlab.config import (FIELDS, TrainConfig, check_run_name, config_hash, describe_schedule,
+from mnistlab.config import (FIELDS, TrainConfig, check_run_name, config_from_record, config_hash, describe_schedule,
                              describe_variant, make_config, variant_hash)
 from mnistlab.recipes import ARTICLE_RECIPES, RECIPES
 
@@ -91,6 +91,8 @@ def test_unknown_key_is_named():
     ({"precision": "float16"}, "precision='float16' is unknown; use one of float32, mixed_bfloat16, auto"),
     ({"lr_warmup_fraction": 1.0}, "lr_warmup_fraction must be in [0, 1)"),
     ({"ae_noise_stddev": -1}, "ae_noise_stddev must be a non-negative number"),
+    # slp has no BatchNorm: a momentum for it would be recorded but change nothing.
+    ({"batch_norm_momentum": 0.9}, "batch_norm_momentum applies only to the models with BatchNormalization"),
     # Inconsistent pairs name both keys.
     ({"limit": 100}, "batch_size=128 is larger than the 100 training images left by limit=100"),
     ({"early_stopping_patience": 2, "validation_size": 0},
@@ -99,6 +101,20 @@ def test_unknown_key_is_named():
 def test_invalid_values_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         make_config("slp", **overrides)
+
+
+@pytest.mark.parametrize("momentum", [1.0, -0.1])
+def test_batch_norm_momentum_out_of_range_is_refused(momentum):
+    with pytest.raises(ValueError, match=r"batch_norm_momentum must be in \[0, 1\)"):
+        make_config("bn_cnn", batch_norm_momentum=momentum)
+
+
+def test_a_record_from_before_batch_norm_momentum_gets_what_ran_then():
+    # Runs recorded before the setting existed ran speedrun at 0.9 and every other BatchNorm at 0.99.
+    old = {key: value for key, value in make_config("speedrun").to_dict().items() if key != "batch_norm_momentum"}
+    assert config_from_record(old).batch_norm_momentum == 0.9
+    assert config_from_record({**old, "model": "deep_bn_cnn"}).batch_norm_momentum == 0.99
+    assert config_from_record({"model": "slp"}).batch_norm_momentum == 0.99
 
 
 def test_unknown_model():
@@ -124,7 +140,7 @@ def test_every_result_setting_changes_the_hash():
                "optimizer": "adadelta", "seed": 1, "validation_size": 100, "limit": 1000, "l1": 0.1, "l2": 0.1,
                "early_stopping_patience": 1, "normalize": False, "augment": True, "ae_epochs": 2,
                "ae_learning_rate": 0.5, "ae_noise_stddev": 0.1, "strategy": "mirrored", "deterministic": True,
-               "model": "cnn_linear"}
+               "batch_norm_momentum": 0.5, "model": "cnn_linear"}
     for key, value in changed.items():
         other = dataclasses.replace(config, **{key: value})
         assert config_hash(other, RESOLVED) != base, key

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnistlab.models import MODELS, FusedBatchNormalization, build_model
+from mnistlab.models import MODELS, FusedBatchNormalization, all_layers, build_model
 
 # Numerics that depend on the CPU's instruction set: CI runs these again under ONEDNN_MAX_CPU_ISA=AVX2.
 pytestmark = pytest.mark.isa
@@ -162,3 +162,21 @@ def test_fused_batch_norm_in_bn_cnn_saves_and_loads(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_batch_norm_models_are_the_ones_with_batch_norm():
+    from mnistlab.recipes import BATCH_NORM_MODELS
+
+    with_batch_norm = {name for name in MODELS if any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in all_layers(build_model(name)))}
+    assert with_batch_norm == set(BATCH_NORM_MODELS)
+
+
+@pytest.mark.parametrize("name", ["bn_cnn", "speedrun"])
+def test_the_configs_batch_norm_momentum_reaches_every_batch_norm(name):
+    from mnistlab.config import make_config
+    from mnistlab.train import build
+
+    model = build(make_config(name, batch_norm_momentum=0.8), "float32")
+    momenta = [layer.momentum for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert momenta and set(momenta) == {0.8}
