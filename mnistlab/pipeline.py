@@ -43,7 +43,7 @@ def create_training_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZ
         return tf.gather(images, order), tf.gather(labels, order)
 
     ds = tf.data.Dataset.range(n).batch(batch_size, drop_remainder=True)
-    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return _prefetched(ds.map(gather))
 
 
 def create_eval_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZE) -> tf.data.Dataset:
@@ -55,4 +55,16 @@ def create_eval_ds(x: np.ndarray, y: np.ndarray, batch_size: int = BATCH_SIZE) -
         return tf.gather(images, index), tf.gather(labels, index)
 
     ds = tf.data.Dataset.range(len(x)).batch(batch_size, drop_remainder=False)
-    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return _prefetched(ds.map(gather))
+
+
+def _prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """`ds` with two batches prepared ahead on a background thread and tf.data's autotuning off.
+
+    A batch is one gather from arrays in memory: nothing to tune. Autotuning runs a model thread
+    per iterator, and in TF 2.21 destroying the iterator waits for that thread's next wake-up
+    (seconds); Keras destroys one per epoch and per validation pass, which can double an epoch.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(2).with_options(options)

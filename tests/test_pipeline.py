@@ -53,3 +53,11 @@ def test_eval_keeps_order_and_remainder():
     assert [b[0].shape[0] for b in batches] == [64, 64, 2]
     assert [int(v) for _, labels in batches for v in labels.numpy()] == y.tolist()
     assert np.array_equal(batches[0][0].numpy(), x[:64])
+
+
+def test_autotuning_is_off():
+    # With tf.data's autotuning on, destroying an iterator (Keras does it every epoch) waits for
+    # the autotuning thread's next wake-up; both builders must turn it off.
+    x, y = synthetic_images(256)
+    for ds in (create_training_ds(x, y, batch_size=64), create_eval_ds(x, y, batch_size=64)):
+        assert ds.options().autotune.enabled is False
