@@ -104,8 +104,8 @@ def resolve(config: TrainConfig) -> dict:
 def apply_threads(threads: int) -> int:
     """Give TensorFlow `threads` intra-op and `threads` inter-op threads: a run on a share of the
     machine's cores (a Dask worker's) stays within it, and a run on all of them keeps them busy.
-    (A single inter-op thread would serialise tf.data's parallel map and the step's small ops
-    behind its large ones; `make bench-levers` measures what that costs.) Returns the intra-op
+    (A single inter-op thread would serialise the step's small ops behind its large ones;
+    `make bench-levers` measures what that costs.) Returns the intra-op
     threads in force afterwards: `threads`, or TensorFlow's earlier setting if it had already
     started (then it cannot change; 0, TensorFlow's default, is reported as every available core)."""
     import tensorflow as tf
