@@ -13,6 +13,10 @@ and the first (tracing, warm-up) is dropped; the median of the rest is reported.
 "seed-style reference" is built exactly as ../shared/seeds/getting-the-mnist-five-models.txt
 does: float64 arrays `x / 255.0` into its `create_training_ds` (cache, shuffle 5000, repeat,
 batch 128 drop_remainder, prefetch), the same architecture and batch size, default compile.
+It runs in a child process whose TensorFlow starts as it would for the article's reader
+(TF_ENABLE_ONEDNN_OPTS at TensorFlow's default for this CPU: off below AVX-512 VNNI), while
+mnistlab runs with its oneDNN operations on; `seed_onednn_images_per_second` is the reference
+with them on too, which separates what the switch gives from what mnistlab's code gives.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 # pipeline's partially read cache, profiler sessions) stay off it. Set before TensorFlow starts.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import mnistlab  # noqa: F401  (before TensorFlow: it sets TensorFlow's oneDNN switch)
 import keras
 import numpy as np
 import pandas as pd
@@ -52,11 +57,21 @@ DEFAULT_MODELS = "mlp,cnn,bn_cnn,speedrun"
 # is a test accuracy; the validation split is harder, and the article's recipe may never reach it).
 TARGETS = {"mlp": (FLOORS["mlp"],), "cnn": (FLOORS["cnn"],), "bn_cnn": (0.990, FLOORS["bn_cnn"])}
 PROFILED = ("cnn", "bn_cnn")
-# Op types of a training step, grouped for the profile's table.
+# Op types of a training step, grouped for the profile's table (names as `op_type` normalises them).
 OP_GROUPS = {"Conv2DBackpropFilter": "conv backward (filter)", "Conv2DBackpropInput": "conv backward (input)",
-             "_FusedConv2D": "conv forward", "Conv2D": "conv forward",
+             "FusedConv2D": "conv forward", "Conv2D": "conv forward",
              "FusedBatchNormV3": "batch norm", "FusedBatchNormGradV3": "batch norm",
-             "MatMul": "dense (matmul)", "_FusedMatMul": "dense (matmul)", "BiasAddGrad": "bias gradients"}
+             "MatMul": "dense (matmul)", "FusedMatMul": "dense (matmul)", "BiasAddGrad": "bias gradients"}
+
+
+def op_type(name: str) -> str:
+    """A TensorFlow op type without the prefixes and suffix of its oneDNN and fused forms:
+    "_MklNativeConv2DBackpropFilterWithBias" -> "Conv2DBackpropFilter", "_FusedConv2D" -> "FusedConv2D"."""
+    for prefix in ("_MklNative", "_Mkl", "_"):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    return name.removesuffix("WithBias")
 # Keras' own layers where mnistlab's builder swaps in a faster equivalent (deep_bn_cnn has no
 # article: its reference is the same network with Keras' BatchNormalization, in the seed's pipeline).
 SEED_BUILD_ARGS = {"bn_cnn": {"fused_batch_norm": False}, "deep_bn_cnn": {"fused_batch_norm": False}}
@@ -223,7 +238,7 @@ def profile_ops(model_name: str, data, steps: int = 64) -> dict[str, float]:
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name  # "scope/op_name:OpType"
                 if ":" in name and "::" not in name:
-                    totals[OP_GROUPS.get(name.rsplit(":", 1)[1], "other")] += event.duration_ps
+                    totals[OP_GROUPS.get(op_type(name.rsplit(":", 1)[1]), "other")] += event.duration_ps
     total = sum(totals.values()) or 1
     return {group: round(totals[group] / total, 3) for group in [*dict.fromkeys(OP_GROUPS.values()), "other"]}
 
@@ -256,6 +271,34 @@ def output_names() -> tuple[str, str]:
     return f"results{suffix}.csv", f"results{suffix}.md"
 
 
+def reference_figures(models: list[str], targets: dict[str, tuple[float, ...]], steps: int, repeats: int) -> dict:
+    """The seed-style reference's images/s per model and its time to `targets` (per model, possibly
+    none), measured in a child process whose TensorFlow starts with TF_ENABLE_ONEDNN_OPTS at
+    TensorFlow's own default for this CPU, as the article's code runs. Returns {"onednn_ops": bool,
+    "images_per_second": {model: float}, "times": {model: {str(target): [seconds, epoch]}}}."""
+    import tempfile
+
+    env = {**os.environ, machine.ONEDNN_OPTS_VARIABLE: "1" if machine.tf_default_onednn_ops() else "0"}
+    request = {"models": models, "targets": targets, "steps": steps, "repeats": repeats}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "reference.json"
+        subprocess.run([sys.executable, __file__, "--reference", json.dumps(request), "--out", str(out)],
+                       env=env, check=True)
+        return json.loads(out.read_text())
+
+
+def measure_reference(models: list[str], targets: dict[str, tuple[float, ...]], steps: int, repeats: int) -> dict:
+    """`reference_figures` measured in this process (its child runs this)."""
+    data = load_dataset()
+    figures = {"onednn_ops": machine.onednn_ops_running(), "images_per_second": {}, "times": {}}
+    for name in models:
+        figures["images_per_second"][name] = throughput(name, data, "seed", steps, repeats)
+        if targets.get(name):
+            times = time_to_targets(name, data, "seed", tuple(targets[name]))
+            figures["times"][name] = {str(t): list(v) for t, v in times.items()}
+    return figures
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated (default: {DEFAULT_MODELS})")
@@ -265,7 +308,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="throughput only: skip the profile, time to accuracy and memory (default: run them)")
     parser.add_argument("--out", default=str(BENCH_DIR), help="folder for the results files (default: bench/)")
+    parser.add_argument("--reference", help=argparse.SUPPRESS)  # internal: the child of reference_figures
     args = parser.parse_args(argv)
+    if args.reference:
+        Path(args.out).write_text(json.dumps(measure_reference(**json.loads(args.reference))))
+        return
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")  # Keras, for tf.data input
     try:  # before any work: an unknown name costs nothing
         models = [check_model(m.strip()) for m in args.models.split(",") if m.strip()]
@@ -277,7 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     machine_info = machine.describe_machine()
     print(f"{machine_info['cpu_model']}, oneDNN ISA {machine_info['onednn_isa']}"
-          + (f" (ONEDNN_MAX_CPU_ISA={machine_info['onednn_max_cpu_isa']})" if machine_info["onednn_max_cpu_isa"] else ""),
+          + (f" (ONEDNN_MAX_CPU_ISA={machine_info['onednn_max_cpu_isa']})" if machine_info["onednn_max_cpu_isa"] else "")
+          + f"; mnistlab with TensorFlow's oneDNN operations {'on' if machine_info['onednn_ops'] else 'off'}, the "
+          f"article's code with TensorFlow's default here ({'on' if machine.tf_default_onednn_ops() else 'off'})",
           flush=True)
     data = load_dataset()
     peak_gflops = matmul_gflops()
@@ -287,13 +336,13 @@ def main(argv: list[str] | None = None) -> None:
         config = make_config(name)
         flops = training_flops_per_image(build_model(name))
         ours = throughput(name, data, "mnistlab", args.steps, args.repeats)
-        seed = throughput(name, data, "seed", args.steps, args.repeats)
+        seed_here = throughput(name, data, "seed", args.steps, args.repeats)  # with this process's oneDNN setting
         row = {"model": name, "precision": machine.resolve(config)["precision"], "batch_size": config.batch_size,
-               "mnistlab_images_per_second": round(ours), "seed_images_per_second": round(seed),
-               "speedup": round(ours / seed, 2), "train_mflop_per_image": round(flops / 1e6, 2),
+               "mnistlab_images_per_second": round(ours), "seed_onednn_images_per_second": round(seed_here),
+               "train_mflop_per_image": round(flops / 1e6, 2),
                "gflops": round(flops * ours / 1e9, 1), "fraction_of_matmul": round(flops * ours / 1e9 / peak_gflops, 3)}
-        print(f"{name}: {row['mnistlab_images_per_second']} images/s against the article's "
-              f"{row['seed_images_per_second']} ({row['speedup']}x); {row['gflops']} GFLOP/s = "
+        print(f"{name}: {row['mnistlab_images_per_second']} images/s ({row['seed_onednn_images_per_second']} for the "
+              f"article's code with the same oneDNN setting); {row['gflops']} GFLOP/s = "
               f"{row['fraction_of_matmul']:.0%} of matmul", flush=True)
         rows.append(row)
     profiles = []
@@ -303,24 +352,33 @@ def main(argv: list[str] | None = None) -> None:
             profiles.append({"model": name, **shares})
             next(r for r in rows if r["model"] == name).update({f"step_share {k}": v for k, v in shares.items()})
             print(f"{name} step profile: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items() if v), flush=True)
-        for name, targets in TARGETS.items():
-            if name not in models:
-                continue
-            row = next(r for r in rows if r["model"] == name)
-            ours = time_to_targets(name, data, "mnistlab", targets)
+    ours_times, reached = {}, {}
+    for name, targets in TARGETS.items():
+        if name in models and not args.quick:
+            ours_times[name] = time_to_targets(name, data, "mnistlab", targets)
             # A target mnistlab's recipe never reaches has no ratio, however long the article's
             # code takes to reach it; its run stops at the targets that can be compared.
-            reached = tuple(t for t in targets if ours[t][1])
-            theirs = time_to_targets(name, data, "seed", reached) if reached else {}
-            for style, times in (("mnistlab", ours), ("seed", theirs)):
-                for target in targets:
-                    seconds, epoch = times.get(target, (float("nan"), 0))
-                    row[f"{style}_seconds_to_{target}"] = round(seconds, 1)
-                    row[f"{style}_epochs_to_{target}"] = epoch
-            for target in targets:
-                ours, theirs = row[f"mnistlab_seconds_to_{target}"], row[f"seed_seconds_to_{target}"]
-                row[f"time_to_{target}_ratio"] = round(theirs / ours, 2) if ours == ours and theirs == theirs else None
-            print(name, {k: v for k, v in row.items() if "_to_" in k}, flush=True)
+            reached[name] = [t for t in targets if ours_times[name][t][1]]
+    reference = reference_figures(models, reached, args.steps, args.repeats)
+    for row in rows:
+        name = row["model"]
+        row["seed_images_per_second"] = round(reference["images_per_second"][name])
+        row["speedup"] = round(row["mnistlab_images_per_second"] / row["seed_images_per_second"], 2)
+        print(f"{name}: {row['mnistlab_images_per_second']} images/s against the article's code's "
+              f"{row['seed_images_per_second']} as it runs here ({row['speedup']}x)", flush=True)
+        if name not in ours_times:
+            continue
+        theirs = {float(t): tuple(v) for t, v in reference["times"].get(name, {}).items()}
+        for style, times in (("mnistlab", ours_times[name]), ("seed", theirs)):
+            for target in TARGETS[name]:
+                seconds, epoch = times.get(target, (float("nan"), 0))
+                row[f"{style}_seconds_to_{target}"] = round(seconds, 1)
+                row[f"{style}_epochs_to_{target}"] = epoch
+        for target in TARGETS[name]:
+            ours, theirs = row[f"mnistlab_seconds_to_{target}"], row[f"seed_seconds_to_{target}"]
+            row[f"time_to_{target}_ratio"] = round(theirs / ours, 2) if ours == ours and theirs == theirs else None
+        print(name, {k: v for k, v in row.items() if "_to_" in k}, flush=True)
+    if not args.quick:
         for name in ("slp", "bn_cnn"):
             if name in models:
                 next(r for r in rows if r["model"] == name)["peak_rss_mib_1_epoch"] = round(peak_memory_mib(name))
@@ -328,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
 
     context = {"cpu_model": machine_info["cpu_model"], "onednn_isa": machine_info["onednn_isa"],
                "onednn_max_cpu_isa": machine_info["onednn_max_cpu_isa"] or "", "cores": machine_info["cores"],
+               "onednn_ops_mnistlab": machine_info["onednn_ops"], "onednn_ops_seed": reference["onednn_ops"],
                "date": str(datetime.date.today()), "mnistlab_commit": (environment_info()["git_commit"] or "")[:12],
                "tensorflow": tf.__version__, "matmul_gflops": round(peak_gflops)}
     context["bench_seconds"] = round(time.perf_counter() - started)
@@ -335,7 +394,10 @@ def main(argv: list[str] | None = None) -> None:
     table.to_csv(out / csv_name, index=False)
     header = (f"`make bench{' ISA=avx2' if machine_info['onednn_max_cpu_isa'] else ''}`, measured {context['date']} "
               f"at mnistlab commit {context['mnistlab_commit']} on {context['cpu_model']} ({context['cores']} cores; "
-              f"oneDNN ISA {context['onednn_isa']}), TensorFlow {tf.__version__}; float32 matmul rate "
+              f"oneDNN ISA {context['onednn_isa']}), TensorFlow {tf.__version__}; TensorFlow's oneDNN operations "
+              f"{'on' if context['onednn_ops_mnistlab'] else 'off'} for mnistlab, "
+              f"{'on' if context['onednn_ops_seed'] else 'off'} for the article's code (TensorFlow's default here); "
+              f"float32 matmul rate "
               f"{peak_gflops:.0f} GFLOP/s; {args.steps} batches x {args.repeats} timed epochs per throughput "
               f"figure; {context['bench_seconds']} s in all.")
     text = header + "\n\n" + to_markdown(pd.DataFrame(rows).drop(columns=[c for c in table if c.startswith("step_share")]))

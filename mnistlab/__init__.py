@@ -1,3 +1,10 @@
 """mnistlab: reproducible comparison of MNIST-style image classifiers in TensorFlow/Keras."""
 
+import os
+
+# TensorFlow's oneDNN operations, on unless the user has set the switch (TensorFlow reads it once,
+# when it starts, so this comes before anything imports it). TensorFlow itself turns them on only
+# on CPUs with AVX-512 VNNI or newer. A run records the setting as `onednn_ops` (mnistlab.machine).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 __version__ = "0.1.0"

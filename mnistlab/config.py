@@ -1,7 +1,7 @@
 """A run's settings: one frozen, typed dataclass, built from a model's recipe plus overrides.
 
 Pure data: nothing here imports TensorFlow or looks at the machine. What depends on the machine
-(`precision="auto"`, `threads=0`) is resolved when training starts (mnistlab.machine) and
+(`precision="auto"`, `threads=0`, `onednn_ops=None`) is resolved when training starts (mnistlab.machine) and
 recorded in config.json beside what was requested.
 """
 
@@ -65,6 +65,10 @@ class TrainConfig:
     # "float32", "mixed_bfloat16" (bfloat16 compute, float32 weights and softmax), or "auto":
     # bfloat16 where the CPU has bfloat16 units that oneDNN may use, else float32.
     precision: str = "float32"
+    # TensorFlow's oneDNN operations (TF_ENABLE_ONEDNN_OPTS, read when TensorFlow starts; mnistlab
+    # sets it to 1 unless the user has set it). None: as this process's TensorFlow runs; True/False:
+    # required, and a run in a process started otherwise stops before it begins, saying how to start it.
+    onednn_ops: bool | None = None
     deterministic: bool = False  # TF op determinism: bit-identical reruns on one machine, slower
     verbose: int = 2  # 0 silent, 1 Keras' progress bar (interactive), 2 one line per epoch
 
@@ -78,7 +82,7 @@ _TYPES = typing.get_type_hints(TrainConfig)
 # the config hash, so runs that differ only in these count as the same config.
 NOT_RESULT = ("verbose", "steps_per_execution")
 # Settings that do not make a run a different experiment: the seeds of one variant differ only in these.
-NOT_VARIANT = ("seed", "verbose", "steps_per_execution", "threads", "deterministic")
+NOT_VARIANT = ("seed", "verbose", "steps_per_execution", "threads", "deterministic", "onednn_ops")
 
 
 def _coerce(key: str, value):

@@ -1,7 +1,8 @@
 """What the machine decides, resolved once when training starts: bfloat16 or float32 for
-`precision="auto"`, the thread count for `threads=0`, and the CPU and oneDNN ISA to record.
+`precision="auto"`, the thread count for `threads=0`, whether TensorFlow runs its oneDNN
+operations (`onednn_ops=None`), and the CPU and oneDNN ISA to record.
 
-Nothing here imports TensorFlow except `apply_threads`, which must run before TensorFlow's first op.
+Nothing here imports TensorFlow except `apply_threads` and `onednn_ops_running`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ _ISA_FLAGS = {
     "SSE41": {"sse4_1"},
 }
 BF16_ISA = "AVX512_CORE_BF16"  # the lowest ISA on which oneDNN runs bfloat16 natively
+# TensorFlow's switch for its oneDNN operations (convolutions, matmuls, batch norm as oneDNN
+# primitives), read once when TensorFlow starts. mnistlab/__init__.py sets it to "1" unless the
+# user has set it. Unset, TensorFlow (2.9 and later) turns them on only on CPUs with AVX-512 VNNI
+# or newer; elsewhere its convolutions run as Eigen im2col + many small gemm calls, slower than
+# oneDNN's own convolutions on AVX2 (`make bench` measures the article's code both ways).
+ONEDNN_OPTS_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+TF_ONEDNN_DEFAULT_ISA = "AVX512_CORE_VNNI"
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,6 +94,58 @@ def resolve_precision(requested: str, flags: frozenset | None = None, environ=os
     return "mixed_bfloat16" if ISA_ORDER.index(isa) >= ISA_ORDER.index(BF16_ISA) else "float32"
 
 
+def tf_default_onednn_ops(flags: frozenset | None = None) -> bool:
+    """Whether TensorFlow turns its oneDNN operations on by itself here (TF_ENABLE_ONEDNN_OPTS
+    unset): on CPUs with AVX-512 VNNI or newer (TensorFlow 2.9's release notes), uncapped ISA."""
+    return ISA_ORDER.index(onednn_isa(flags, {})) >= ISA_ORDER.index(TF_ONEDNN_DEFAULT_ISA)
+
+
+def onednn_ops_setting(environ=os.environ, flags: frozenset | None = None) -> bool:
+    """Whether a TensorFlow started now with `environ` runs its oneDNN operations: the value of
+    TF_ENABLE_ONEDNN_OPTS ("1"/"true" on, "0"/"false" off), or TensorFlow's default for this CPU
+    if it is unset. Raises ValueError for any other value."""
+    value = environ.get(ONEDNN_OPTS_VARIABLE)
+    if value is None or not value.strip():
+        return tf_default_onednn_ops(flags)
+    if value.strip().lower() in ("1", "true"):
+        return True
+    if value.strip().lower() in ("0", "false"):
+        return False
+    raise ValueError(f"{ONEDNN_OPTS_VARIABLE}={value!r} is neither 1 nor 0; set it to 1 (oneDNN operations on, "
+                     "mnistlab's default) or 0 (off)")
+
+
+def onednn_ops_running() -> bool:
+    """Whether this process's TensorFlow runs its oneDNN operations (fixed when it started)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def check_onednn_ops(requested: bool | None) -> bool:
+    """The oneDNN operations of this process's TensorFlow: `requested` if it matches them, and
+    whatever they are for None. Raises ValueError, with the fix, when they differ from a request:
+    TensorFlow reads the switch once, when it starts, so it cannot change within a process."""
+    running = onednn_ops_running()
+    if requested is None or requested == running:
+        return running
+    raise ValueError(
+        f"onednn_ops={requested} but this process's TensorFlow started with its oneDNN operations "
+        f"{'on' if running else 'off'}; TensorFlow reads {ONEDNN_OPTS_VARIABLE} once, when it starts. Run in a new "
+        f"process with {ONEDNN_OPTS_VARIABLE}={int(requested)} set before Python starts (e.g. "
+        f"`{ONEDNN_OPTS_VARIABLE}={int(requested)} python -m mnistlab ...`), or leave onednn_ops unset (None)")
+
+
+def recorded_onednn_ops(record: dict) -> bool | None:
+    """The oneDNN operations a run recorded before `onednn_ops` existed ran with: TensorFlow's
+    default for its CPU, known when its environment names an uncapped oneDNN ISA; else None."""
+    environment = record.get("environment") or {}
+    isa = environment.get("onednn_isa")
+    if isa not in ISA_ORDER or environment.get("onednn_max_cpu_isa"):
+        return None
+    return ISA_ORDER.index(isa) >= ISA_ORDER.index(TF_ONEDNN_DEFAULT_ISA)
+
+
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity), at least 1."""
     try:
@@ -96,9 +156,11 @@ def available_cores() -> int:
 
 def resolve(config: TrainConfig) -> dict:
     """The machine-dependent settings of `config` as they will run here, before TensorFlow starts:
-    {"precision": ..., "threads": ...}. `apply_threads` reports whether the threads took effect."""
+    {"precision": ..., "threads": ..., "onednn_ops": ...}. `apply_threads` reports whether the
+    threads took effect, `check_onednn_ops` whether TensorFlow's oneDNN operations match."""
     return {"precision": resolve_precision(config.precision),
-            "threads": config.threads or available_cores()}
+            "threads": config.threads or available_cores(),
+            "onednn_ops": onednn_ops_setting() if config.onednn_ops is None else config.onednn_ops}
 
 
 def apply_threads(threads: int) -> int:
@@ -119,10 +181,13 @@ def apply_threads(threads: int) -> int:
 
 
 def describe_machine() -> dict:
-    """What a figure measured here must name: the CPU model, its cores and oneDNN's ISA."""
+    """What a figure measured here must name: the CPU model, its cores, oneDNN's ISA, and whether
+    TensorFlow runs its oneDNN operations (this process's if TensorFlow has started, else the
+    environment's setting)."""
     name, _ = cpu_info()
     return {"cpu_model": name, "cores": available_cores(), "onednn_isa": onednn_isa(),
-            "onednn_max_cpu_isa": max_isa_setting()}
+            "onednn_max_cpu_isa": max_isa_setting(),
+            "onednn_ops": onednn_ops_running() if "tensorflow" in sys.modules else onednn_ops_setting()}
 
 
 def planned_hash(config: TrainConfig) -> str:

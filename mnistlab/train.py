@@ -185,9 +185,11 @@ def make_callbacks(config: TrainConfig, run_path: Path, state: Path, num_classes
 
 def resolve_here(config: TrainConfig) -> tuple[dict, tf.distribute.Strategy]:
     """The machine-dependent settings as they run in this process (precision; threads as
-    applied, which must come before TensorFlow's first op; replicas; the steps per execution
-    Keras is given) and the config's tf.distribute strategy."""
+    applied, which must come before TensorFlow's first op; TensorFlow's oneDNN operations;
+    replicas; the steps per execution Keras is given) and the config's tf.distribute strategy.
+    Raises ValueError if the config requires oneDNN operations other than this process runs."""
     resolved = machine.resolve(config)
+    resolved["onednn_ops"] = machine.check_onednn_ops(config.onednn_ops)
     resolved["threads"] = machine.apply_threads(resolved["threads"])
     strategy = make_strategy(config.strategy)
     resolved["replicas"] = strategy.num_replicas_in_sync
@@ -358,7 +360,7 @@ def train_or_reuse(config: TrainConfig, runs_dir: str | os.PathLike | None = Non
 
 def rerun(run_dir: str | os.PathLike, run_name: str | None = None, verbose: int = 2) -> Path:
     """Train again with the settings recorded in `run_dir/config.json` (as they ran: the
-    resolved precision and threads), into the same runs folder.
+    resolved precision, threads and oneDNN operations), into the same runs folder.
 
     The data must be the data the run recorded: a digest that differs raises ValueError
     before training. Returns the new run folder.
@@ -373,8 +375,8 @@ def rerun(run_dir: str | os.PathLike, run_name: str | None = None, verbose: int 
         raise ValueError(f"{run_dir} holds no config.json: not a run folder")
     recorded = read_json(run_dir / "config.json")
     config = config_from_record(recorded.get("config"))
-    resolved = recorded.get("resolved") or {}
-    config = dataclasses.replace(config, verbose=verbose, **{k: resolved[k] for k in ("precision", "threads")
+    resolved = {"onednn_ops": machine.recorded_onednn_ops(recorded), **(recorded.get("resolved") or {})}
+    config = dataclasses.replace(config, verbose=verbose, **{k: resolved[k] for k in ("precision", "threads", "onednn_ops")
                                                              if k in resolved})
     validate(config)
     data = load_dataset(config.dataset, validation_size=config.validation_size, seed=config.seed,

@@ -59,6 +59,11 @@ def test_bench_quick_run(tmp_path, real_data_dir, monkeypatch):
     assert table.model.tolist() == ["slp"] and table.speedup[0] > 0
     assert table.cpu_model[0] and table.onednn_isa[0] and table.date[0] and table.precision[0] == "float32"
     assert table.batch_size[0] == 128 and "mnistlab_commit" in table
+    # mnistlab with TensorFlow's oneDNN operations on; the article's code, in a child process, as
+    # TensorFlow starts by default on this CPU.
+    from mnistlab import machine
+
+    assert table.onednn_ops_mnistlab[0] and table.onednn_ops_seed[0] == machine.tf_default_onednn_ops()
     assert "| model |" in (out / md_name).read_text()
     keras.backend.clear_session()
 
@@ -125,8 +130,16 @@ def test_article_code_is_timed_only_for_targets_mnistlab_reaches(tmp_path, monke
     monkeypatch.setattr(bench, "throughput", lambda *args, **kwargs: 1000.0)
     monkeypatch.setattr(bench, "matmul_gflops", lambda: 100.0)
     monkeypatch.setattr(bench, "load_dataset", lambda: None)
+    monkeypatch.setattr(bench, "reference_figures", bench.measure_reference)  # in this process, patched
     bench.main(["--models", "mlp", "--out", str(tmp_path)])
     assert calls == [("mnistlab", (0.99, 0.999)), ("seed", (0.99,))]
     row = pd.read_csv(tmp_path / bench.output_names()[0]).iloc[0]
     assert row["time_to_0.99_ratio"] == 3.0 and row["seed_epochs_to_0.99"] == 5
     assert row["seed_epochs_to_0.999"] == 0 and pd.isna(row["time_to_0.999_ratio"])
+
+
+def test_op_types_of_onednn_and_fused_kernels_are_grouped():
+    assert bench.op_type("_MklNativeConv2DBackpropFilterWithBias") == "Conv2DBackpropFilter"
+    assert bench.op_type("_MklNativeFusedConv2D") == bench.op_type("_FusedConv2D") == "FusedConv2D"
+    assert bench.op_type("_MklMatMul") == bench.op_type("MatMul") == "MatMul"
+    assert bench.OP_GROUPS[bench.op_type("_MklNativeFusedBatchNormGradV3")] == "batch norm"

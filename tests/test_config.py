@@ -13,7 +13,7 @@ from mnistlab.config import (FIELDS, TrainConfig, check_run_name, config_from_re
                              describe_variant, make_config, variant_hash)
 from mnistlab.recipes import ARTICLE_RECIPES, RECIPES
 
-RESOLVED = {"precision": "float32", "threads": 2}
+RESOLVED = {"precision": "float32", "threads": 2, "onednn_ops": True}
 
 
 def test_recipe_defaults():
@@ -24,7 +24,7 @@ def test_recipe_defaults():
     assert (article.epochs, article.learning_rate, article.lr_schedule, article.lr_decay) == (10, 0.01, "exponential", 0.6)
     assert (make_config("dropout_mlp").lr_schedule, make_config("dropout_mlp").lr_decay) == ("exponential", 0.6)
     assert make_config("slp").to_dict() == {**TrainConfig().to_dict(), "model": "slp"}
-    assert (make_config("mlp").lr_schedule, make_config("mlp").learning_rate) == ("cosine", 0.002)
+    assert (make_config("mlp").lr_schedule, make_config("mlp").learning_rate) == ("cosine", 0.007)
 
 
 def test_recipes_name_only_config_fields():
@@ -148,10 +148,12 @@ def test_every_result_setting_changes_the_hash():
     assert config_hash(config, {**RESOLVED, "threads": 1}) != base
     assert config_hash(config, {**RESOLVED, "precision": "mixed_bfloat16"}) != base
     assert config_hash(dataclasses.replace(config, precision="float32"), RESOLVED) == base
+    assert config_hash(config, {**RESOLVED, "onednn_ops": False}) != base
+    assert config_hash(dataclasses.replace(config, onednn_ops=True), RESOLVED) == base
     # Shown not to change results (tests/test_schedules.py): left out.
     for key, value in {"verbose": 0, "steps_per_execution": 1}.items():
         assert config_hash(dataclasses.replace(config, **{key: value}), RESOLVED) == base, key
-    assert set(changed) | {"verbose", "steps_per_execution", "precision", "threads"} == set(FIELDS)
+    assert set(changed) | {"verbose", "steps_per_execution", "precision", "threads", "onednn_ops"} == set(FIELDS)
 
 
 def test_seeds_of_a_variant_share_its_hash_and_label():
@@ -160,6 +162,9 @@ def test_seeds_of_a_variant_share_its_hash_and_label():
     assert config_hash(a, RESOLVED) != config_hash(b, RESOLVED)
     assert describe_variant(a, RESOLVED) == "mlp[epochs=3]"
     assert describe_variant(make_config("mlp"), RESOLVED) == "mlp"
+    # TensorFlow's oneDNN operations change round-off, not the experiment (like threads).
+    assert variant_hash(a, {**RESOLVED, "onednn_ops": False}) == variant_hash(a, RESOLVED)
+    assert describe_variant(make_config("mlp", onednn_ops=False), {**RESOLVED, "onednn_ops": False}) == "mlp"
     assert describe_variant(make_config("mlp", recipe="article"), RESOLVED) == "mlp[recipe=article]"
     # A recipe's "auto" precision is float32 unless it ran in bfloat16.
     assert describe_variant(make_config("bn_cnn"), RESOLVED) == "bn_cnn"

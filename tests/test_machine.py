@@ -49,3 +49,36 @@ def test_inferred_isa_agrees_with_onednn_here():
     words = {"AVX2": "avx2", "AVX512_CORE": "avx-512", "AVX10_1_512_AMX": "amx", "AVX512_CORE_BF16": "bfloat16",
              "AVX512_CORE_VNNI": "vnni", "AVX2_VNNI": "vnni"}
     assert words.get(inferred, inferred.lower()) in probed.lower(), (inferred, probed)
+
+
+def test_tensorflows_onednn_operations_setting():
+    # Unset: TensorFlow's own default, on only from AVX-512 VNNI up (the CPU's, not a cap's).
+    assert machine.onednn_ops_setting({}, AVX2) is False
+    assert machine.onednn_ops_setting({}, AMX) is True
+    assert machine.onednn_ops_setting({"TF_ENABLE_ONEDNN_OPTS": "1"}, AVX2) is True
+    assert machine.onednn_ops_setting({"TF_ENABLE_ONEDNN_OPTS": "false"}, AMX) is False
+    with pytest.raises(ValueError, match="TF_ENABLE_ONEDNN_OPTS='yes' is neither 1 nor 0"):
+        machine.onednn_ops_setting({"TF_ENABLE_ONEDNN_OPTS": "yes"}, AVX2)
+
+
+def test_runs_recorded_before_the_setting_ran_with_tensorflows_default():
+    assert machine.recorded_onednn_ops({"environment": {"onednn_isa": "AVX2", "onednn_max_cpu_isa": None}}) is False
+    assert machine.recorded_onednn_ops({"environment": {"onednn_isa": "AVX10_1_512_AMX"}}) is True
+    # Capped by ONEDNN_MAX_CPU_ISA: the CPU's own features, which TensorFlow looked at, are unknown.
+    assert machine.recorded_onednn_ops({"environment": {"onednn_isa": "AVX2", "onednn_max_cpu_isa": "AVX2"}}) is None
+    assert machine.recorded_onednn_ops({}) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value, expected", [(None, True), ("0", False)])
+def test_importing_mnistlab_first_turns_onednn_operations_on_unless_set(value, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if value is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = value
+    code = "import mnistlab, tensorflow; from mnistlab import machine; print(machine.onednn_ops_running())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == str(expected)

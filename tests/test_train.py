@@ -43,6 +43,7 @@ def test_one_epoch_writes_every_run_file(tmp_path, tiny_data):
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["config"] == config.to_dict()
     assert saved["resolved"]["precision"] == "float32" and saved["resolved"]["threads"] >= 1
+    assert saved["resolved"]["onednn_ops"] is True and saved["environment"]["onednn_ops"] is True  # mnistlab's default
     assert saved["variant"] == "mlp[epochs=2,batch_size=32,learning_rate=0.01,lr_schedule=constant]"
     assert saved["environment"]["onednn_isa"] and saved["environment"]["cpu_model"]
     assert saved["data"]["num_train"] == 320 and saved["environment"]["packages"]["tensorflow"]
