@@ -72,6 +72,8 @@ def op_type(name: str) -> str:
             name = name[len(prefix):]
             break
     return name.removesuffix("WithBias")
+
+
 # Keras' own layers where mnistlab's builder swaps in a faster equivalent (deep_bn_cnn has no
 # article: its reference is the same network with Keras' BatchNormalization, in the seed's pipeline).
 SEED_BUILD_ARGS = {"bn_cnn": {"fused_batch_norm": False}, "deep_bn_cnn": {"fused_batch_norm": False}}
@@ -271,15 +273,15 @@ def output_names() -> tuple[str, str]:
     return f"results{suffix}.csv", f"results{suffix}.md"
 
 
-def reference_figures(models: list[str], targets: dict[str, tuple[float, ...]], steps: int, repeats: int) -> dict:
-    """The seed-style reference's images/s per model and its time to `targets` (per model, possibly
-    none), measured in a child process whose TensorFlow starts with TF_ENABLE_ONEDNN_OPTS at
-    TensorFlow's own default for this CPU, as the article's code runs. Returns {"onednn_ops": bool,
-    "images_per_second": {model: float}, "times": {model: {str(target): [seconds, epoch]}}}."""
+def reference_figures(model_name: str, targets: list[float], steps: int, repeats: int) -> dict:
+    """The seed-style reference's images/s and its time to `targets` (possibly none), measured in
+    a child process whose TensorFlow starts with TF_ENABLE_ONEDNN_OPTS at TensorFlow's own default
+    for this CPU, as the article's code runs. Returns {"onednn_ops": bool, "images_per_second":
+    float, "times": {str(target): [seconds, epoch]}}."""
     import tempfile
 
     env = {**os.environ, machine.ONEDNN_OPTS_VARIABLE: "1" if machine.tf_default_onednn_ops() else "0"}
-    request = {"models": models, "targets": targets, "steps": steps, "repeats": repeats}
+    request = {"model_name": model_name, "targets": targets, "steps": steps, "repeats": repeats}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "reference.json"
         subprocess.run([sys.executable, __file__, "--reference", json.dumps(request), "--out", str(out)],
@@ -287,16 +289,13 @@ def reference_figures(models: list[str], targets: dict[str, tuple[float, ...]], 
         return json.loads(out.read_text())
 
 
-def measure_reference(models: list[str], targets: dict[str, tuple[float, ...]], steps: int, repeats: int) -> dict:
+def measure_reference(model_name: str, targets: list[float], steps: int, repeats: int) -> dict:
     """`reference_figures` measured in this process (its child runs this)."""
     data = load_dataset()
-    figures = {"onednn_ops": machine.onednn_ops_running(), "images_per_second": {}, "times": {}}
-    for name in models:
-        figures["images_per_second"][name] = throughput(name, data, "seed", steps, repeats)
-        if targets.get(name):
-            times = time_to_targets(name, data, "seed", tuple(targets[name]))
-            figures["times"][name] = {str(t): list(v) for t, v in times.items()}
-    return figures
+    times = time_to_targets(model_name, data, "seed", tuple(targets)) if targets else {}
+    return {"onednn_ops": machine.onednn_ops_running(),
+            "images_per_second": throughput(model_name, data, "seed", steps, repeats),
+            "times": {str(t): list(v) for t, v in times.items()}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -318,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
         models = [check_model(m.strip()) for m in args.models.split(",") if m.strip()]
     except ValueError as e:
         parser.error(f"--models: {e}")
+    if not models:
+        parser.error("--models: name at least one model, e.g. --models cnn")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     csv_name, md_name = output_names()
@@ -331,62 +332,52 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset()
     peak_gflops = matmul_gflops()
     print(f"float32 matmul (numpy, 2048x2048): {peak_gflops:.0f} GFLOP/s", flush=True)
-    rows = []
-    for name in models:
+    rows, profiles, seed_onednn_ops = [], [], None
+    for name in models:  # each measurement of a model close in time to the others: the machine's speed drifts
         config = make_config(name)
         flops = training_flops_per_image(build_model(name))
         ours = throughput(name, data, "mnistlab", args.steps, args.repeats)
         seed_here = throughput(name, data, "seed", args.steps, args.repeats)  # with this process's oneDNN setting
         row = {"model": name, "precision": machine.resolve(config)["precision"], "batch_size": config.batch_size,
-               "mnistlab_images_per_second": round(ours), "seed_onednn_images_per_second": round(seed_here),
-               "train_mflop_per_image": round(flops / 1e6, 2),
+               "mnistlab_images_per_second": round(ours), "seed_images_per_second": None, "speedup": None,
+               "seed_onednn_images_per_second": round(seed_here), "train_mflop_per_image": round(flops / 1e6, 2),
                "gflops": round(flops * ours / 1e9, 1), "fraction_of_matmul": round(flops * ours / 1e9 / peak_gflops, 3)}
-        print(f"{name}: {row['mnistlab_images_per_second']} images/s ({row['seed_onednn_images_per_second']} for the "
-              f"article's code with the same oneDNN setting); {row['gflops']} GFLOP/s = "
-              f"{row['fraction_of_matmul']:.0%} of matmul", flush=True)
-        rows.append(row)
-    profiles = []
-    if not args.quick:
-        for name in [m for m in PROFILED if m in models]:
+        if not args.quick and name in PROFILED:
             shares = profile_ops(name, data)
             profiles.append({"model": name, **shares})
-            next(r for r in rows if r["model"] == name).update({f"step_share {k}": v for k, v in shares.items()})
+            row.update({f"step_share {k}": v for k, v in shares.items()})
             print(f"{name} step profile: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items() if v), flush=True)
-    ours_times, reached = {}, {}
-    for name, targets in TARGETS.items():
-        if name in models and not args.quick:
-            ours_times[name] = time_to_targets(name, data, "mnistlab", targets)
-            # A target mnistlab's recipe never reaches has no ratio, however long the article's
-            # code takes to reach it; its run stops at the targets that can be compared.
-            reached[name] = [t for t in targets if ours_times[name][t][1]]
-    reference = reference_figures(models, reached, args.steps, args.repeats)
-    for row in rows:
-        name = row["model"]
-        row["seed_images_per_second"] = round(reference["images_per_second"][name])
-        row["speedup"] = round(row["mnistlab_images_per_second"] / row["seed_images_per_second"], 2)
+        targets = TARGETS.get(name, ()) if not args.quick else ()
+        ours_times = time_to_targets(name, data, "mnistlab", targets) if targets else {}
+        # A target mnistlab's recipe never reaches has no ratio, however long the article's code
+        # takes to reach it; its run stops at the targets that can be compared.
+        reference = reference_figures(name, [t for t in targets if ours_times[t][1]], args.steps, args.repeats)
+        seed_onednn_ops = reference["onednn_ops"]
+        row["seed_images_per_second"] = round(reference["images_per_second"])
+        row["speedup"] = round(ours / reference["images_per_second"], 2)
         print(f"{name}: {row['mnistlab_images_per_second']} images/s against the article's code's "
-              f"{row['seed_images_per_second']} as it runs here ({row['speedup']}x)", flush=True)
-        if name not in ours_times:
-            continue
-        theirs = {float(t): tuple(v) for t, v in reference["times"].get(name, {}).items()}
-        for style, times in (("mnistlab", ours_times[name]), ("seed", theirs)):
-            for target in TARGETS[name]:
+              f"{row['seed_images_per_second']} as it runs here ({row['speedup']}x; "
+              f"{row['seed_onednn_images_per_second']} with mnistlab's oneDNN setting); {row['gflops']} GFLOP/s = "
+              f"{row['fraction_of_matmul']:.0%} of matmul", flush=True)
+        theirs = {float(t): tuple(v) for t, v in reference["times"].items()}
+        for style, times in (("mnistlab", ours_times), ("seed", theirs)):
+            for target in targets:
                 seconds, epoch = times.get(target, (float("nan"), 0))
                 row[f"{style}_seconds_to_{target}"] = round(seconds, 1)
                 row[f"{style}_epochs_to_{target}"] = epoch
-        for target in TARGETS[name]:
-            ours, theirs = row[f"mnistlab_seconds_to_{target}"], row[f"seed_seconds_to_{target}"]
-            row[f"time_to_{target}_ratio"] = round(theirs / ours, 2) if ours == ours and theirs == theirs else None
-        print(name, {k: v for k, v in row.items() if "_to_" in k}, flush=True)
-    if not args.quick:
-        for name in ("slp", "bn_cnn"):
-            if name in models:
-                next(r for r in rows if r["model"] == name)["peak_rss_mib_1_epoch"] = round(peak_memory_mib(name))
+        for target in targets:
+            mine, other = row[f"mnistlab_seconds_to_{target}"], row[f"seed_seconds_to_{target}"]
+            row[f"time_to_{target}_ratio"] = round(other / mine, 2) if mine == mine and other == other else None
+        if targets:
+            print(name, {k: v for k, v in row.items() if "_to_" in k}, flush=True)
+        if not args.quick and name in ("slp", "bn_cnn"):
+            row["peak_rss_mib_1_epoch"] = round(peak_memory_mib(name))
+        rows.append(row)
     from mnistlab.runs import environment_info
 
     context = {"cpu_model": machine_info["cpu_model"], "onednn_isa": machine_info["onednn_isa"],
                "onednn_max_cpu_isa": machine_info["onednn_max_cpu_isa"] or "", "cores": machine_info["cores"],
-               "onednn_ops_mnistlab": machine_info["onednn_ops"], "onednn_ops_seed": reference["onednn_ops"],
+               "onednn_ops_mnistlab": machine_info["onednn_ops"], "onednn_ops_seed": seed_onednn_ops,
                "date": str(datetime.date.today()), "mnistlab_commit": (environment_info()["git_commit"] or "")[:12],
                "tensorflow": tf.__version__, "matmul_gflops": round(peak_gflops)}
     context["bench_seconds"] = round(time.perf_counter() - started)

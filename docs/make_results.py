@@ -41,7 +41,7 @@ def add_suite(name: str, runs_dir: str, command: str) -> None:
     if counted.empty:
         raise SystemExit(f"{runs_dir}: no completed runs to export")
     environments = [read_json(Path(d) / "config.json")["environment"] for d in counted.run_dir]
-    keys = ("cpu_model", "onednn_isa", "onednn_max_cpu_isa", "git_commit", "cores")
+    keys = ("cpu_model", "onednn_isa", "onednn_max_cpu_isa", "onednn_ops", "git_commit", "cores")
     seen = {k: sorted({str(e.get(k)) for e in environments}) for k in keys}
     ended = [read_json(Path(d) / "status.json")["ended"] for d in counted.run_dir]
     DATA.mkdir(exist_ok=True)
@@ -108,9 +108,17 @@ def render() -> str:
         runs = runs.sort_values(["model", "variant", "seed"], key=lambda s: s.map(_model_order) if s.name == "model" else s)
         cap = f", ONEDNN_MAX_CPU_ISA={meta['onednn_max_cpu_isa']}" if meta.get("onednn_max_cpu_isa") not in (None, "None") else ""
         total = f"; the whole run-all took {meta['run_all_seconds']:.0f} s" if meta.get("run_all_seconds") else ""
+        ops = {"True": "on", "False": "off"}.get(str(meta.get("onednn_ops")))
+        if ops is None:  # recorded before runs named them: TensorFlow's default for the CPU
+            from mnistlab.machine import recorded_onednn_ops
+
+            capped = meta.get("onednn_max_cpu_isa") not in (None, "None", "")
+            default = recorded_onednn_ops({"environment": {**meta, "onednn_max_cpu_isa": capped or None}})
+            ops = ("as TensorFlow's default for the CPU (not recorded)" if default is None else
+                   f"{'on' if default else 'off'} (TensorFlow's default for this CPU; not recorded)")
         parts += [f"## {meta_path.stem}", "",
                   f"`{meta['command']}` on {meta['date']}: {meta['cpu_model']} ({meta['cores']} cores), oneDNN ISA "
-                  f"{meta['onednn_isa']}{cap}; mnistlab commit "
+                  f"{meta['onednn_isa']}{cap}, TensorFlow's oneDNN operations {ops}; mnistlab commit "
                   f"{', '.join(c.strip()[:10] for c in meta['git_commit'].split(','))}{total}.", "",
                   _suite_table(runs), ""]
         pairs_path = PAIRS / f"{meta_path.stem}.csv"
@@ -132,14 +140,23 @@ def _bench_section(path: Path) -> list[str]:
              f"({first['cores']} cores), oneDNN ISA {first['onednn_isa']}"
              + (f" with ONEDNN_MAX_CPU_ISA={cap}" if cap else "") + f", TensorFlow {first['tensorflow']}; "
              f"numpy's float32 matmul ran at {first['matmul_gflops']} GFLOP/s; the benchmark took "
-             f"{first['bench_seconds']} s.", "",
-             "Training throughput (steady state), mnistlab's pipeline and step against the article's code (for `speedrun`, which has no article: the same network in the article's pipeline):", "",
-             "| model | precision | batch | mnistlab images/s | article's code images/s | speed-up | GFLOP/s | of matmul |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"{first['bench_seconds']} s.", ""]
+    if "onednn_ops_seed" in bench:
+        on = {True: "on", False: "off"}
+        parts += [f"TensorFlow's oneDNN operations: {on[bool(first['onednn_ops_mnistlab'])]} for mnistlab, "
+                  f"{on[bool(first['onednn_ops_seed'])]} for the article's code (TensorFlow's default on this CPU, "
+                  "as the article's reader runs it); the column \"article's code, oneDNN as mnistlab\" is the "
+                  "article's code with mnistlab's setting.", ""]
+    same = "seed_onednn_images_per_second" in bench
+    parts += ["Training throughput (steady state), mnistlab's pipeline and step against the article's code (for `speedrun`, which has no article: the same network in the article's pipeline):", "",
+              "| model | precision | batch | mnistlab images/s | article's code images/s | speed-up | "
+              + ("article's code, oneDNN as mnistlab | " if same else "") + "GFLOP/s | of matmul |",
+              "| --- | --- | --- | --- | --- | --- | " + ("--- | " if same else "") + "--- | --- |"]
     for row in bench.itertuples():
         parts.append(f"| `{row.model}` | {row.precision} | {row.batch_size} | {row.mnistlab_images_per_second:,} | "
-                     f"{row.seed_images_per_second:,} | {row.speedup:.2f}x | {row.gflops:.1f} | "
-                     f"{row.fraction_of_matmul:.0%} |")
+                     f"{row.seed_images_per_second:,} | {row.speedup:.2f}x | "
+                     + (f"{row.seed_onednn_images_per_second:,} | " if same else "")
+                     + f"{row.gflops:.1f} | {row.fraction_of_matmul:.0%} |")
     targets = sorted({c[len("mnistlab_seconds_to_"):] for c in bench if c.startswith("mnistlab_seconds_to_")}, key=float)
     if targets:
         parts += ["", "Training seconds (validation excluded) until validation accuracy first reaches the target, "
