@@ -309,10 +309,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(BENCH_DIR), help="folder for the results files (default: bench/)")
     parser.add_argument("--reference", help=argparse.SUPPRESS)  # internal: the child of reference_figures
     args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")  # Keras, for tf.data input
     if args.reference:
         Path(args.out).write_text(json.dumps(measure_reference(**json.loads(args.reference))))
         return
-    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")  # Keras, for tf.data input
     try:  # before any work: an unknown name costs nothing
         models = [check_model(m.strip()) for m in args.models.split(",") if m.strip()]
     except ValueError as e:
