@@ -1,8 +1,8 @@
 """A run's settings: one frozen, typed dataclass, built from a model's recipe plus overrides.
 
 Pure data: nothing here imports TensorFlow or looks at the machine. What depends on the machine
-(`precision="auto"`, `threads=0`, `onednn_ops=None`) is resolved when training starts (mnistlab.machine) and
-recorded in config.json beside what was requested.
+(`precision="auto"`, `threads=0`, `onednn_ops=None`) is resolved when training starts
+(mnistlab.machine) and recorded in config.json beside what was requested.
 """
 
 from __future__ import annotations
