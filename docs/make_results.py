@@ -27,6 +27,11 @@ BENCH = DOCS.parent / "bench"
 # Per suite, the McNemar verdicts between variants of one model (from the runs folder's pairwise.csv).
 PAIRS = DATA / "pairs"
 COLUMNS = ["model", "variant", "seed", "test_accuracy", "val_accuracy", "train_seconds", "epochs_run", "run"]
+# The suites docs/accuracy.png shows (results.md lists every suite): the newest three-seed suite of
+# the default recipes, the articles' own recipes, and the speedrun; a suite name with a variant
+# suffix ("[recipe=article]") keeps only the variants that end with it. Update it with the suites.
+FIGURE_SUITES = ("core-3-seeds-bn-momentum", "recipes-mnistlab-and-article-3-seeds[recipe=article]",
+                 "speedrun-3-seeds-onednn")
 
 
 def add_suite(name: str, runs_dir: str, command: str) -> None:
@@ -196,18 +201,26 @@ def _model_order(model: str) -> int:
 
 
 def draw(path: Path) -> None:
-    """Test accuracy per run (dots) and mean per variant of every suite: docs/accuracy.png."""
+    """Test accuracy per run (dots) and mean per variant of FIGURE_SUITES: docs/accuracy.png.
+
+    Raises FileNotFoundError naming a suite of FIGURE_SUITES that has no data file."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    frames = [pd.read_csv(p).assign(suite=p.stem) for p in sorted(DATA.glob("*.csv"))]
-    if not frames:
-        return
+    frames = []
+    for entry in FIGURE_SUITES:
+        suite, _, suffix = entry.partition("[")
+        data_path = DATA / f"{suite}.csv"
+        if not data_path.is_file():
+            raise FileNotFoundError(f"{data_path} not found: FIGURE_SUITES in {Path(__file__).name} names suite {suite!r}; "
+                                    f"name one of {', '.join(p.stem for p in sorted(DATA.glob('*.csv')))}")
+        runs = pd.read_csv(data_path).assign(suite=suite)
+        frames.append(runs[runs.variant.str.endswith(f"[{suffix}")] if suffix else runs)
     runs = pd.concat(frames)
-    runs["label"] = runs.suite + ": " + runs.variant if len(frames) > 1 else runs.variant
+    runs["label"] = runs.suite + ": " + runs.variant
     order = runs.groupby("label").test_accuracy.mean().sort_values().index.tolist()
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(order) + 1.2), constrained_layout=True)
     sns.stripplot(data=runs, y="label", x="test_accuracy", order=order, alpha=0.7, ax=ax)
