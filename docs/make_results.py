@@ -27,11 +27,11 @@ BENCH = DOCS.parent / "bench"
 # Per suite, the McNemar verdicts between variants of one model (from the runs folder's pairwise.csv).
 PAIRS = DATA / "pairs"
 COLUMNS = ["model", "variant", "seed", "test_accuracy", "val_accuracy", "train_seconds", "epochs_run", "run"]
-# The suites docs/accuracy.png shows (results.md lists every suite): the newest three-seed suite of
-# the default recipes, the articles' own recipes, and the speedrun; a suite name with a variant
-# suffix ("[recipe=article]") keeps only the variants that end with it. Update it with the suites.
-FIGURE_SUITES = ("core-3-seeds-bn-momentum", "recipes-mnistlab-and-article-3-seeds[recipe=article]",
-                 "speedrun-3-seeds-onednn")
+# The suites docs/accuracy.png shows (results.md lists every suite), each with the ending its
+# variants must have ("" keeps all): the newest three-seed suite of the default recipes, the
+# articles' own recipes, and the speedrun. Update it when a new suite replaces one of these.
+FIGURE_SUITES = {"core-3-seeds-bn-momentum": "", "recipes-mnistlab-and-article-3-seeds": "[recipe=article]",
+                 "speedrun-3-seeds-onednn": ""}
 
 
 def add_suite(name: str, runs_dir: str, command: str) -> None:
@@ -211,14 +211,13 @@ def draw(path: Path) -> None:
     import seaborn as sns
 
     frames = []
-    for entry in FIGURE_SUITES:
-        suite, _, suffix = entry.partition("[")
+    for suite, ending in FIGURE_SUITES.items():
         data_path = DATA / f"{suite}.csv"
         if not data_path.is_file():
             raise FileNotFoundError(f"{data_path} not found: FIGURE_SUITES in {Path(__file__).name} names suite {suite!r}; "
                                     f"name one of {', '.join(p.stem for p in sorted(DATA.glob('*.csv')))}")
         runs = pd.read_csv(data_path).assign(suite=suite)
-        frames.append(runs[runs.variant.str.endswith(f"[{suffix}")] if suffix else runs)
+        frames.append(runs[runs.variant.str.endswith(ending)])
     runs = pd.concat(frames)
     runs["label"] = runs.suite + ": " + runs.variant
     order = runs.groupby("label").test_accuracy.mean().sort_values().index.tolist()
