@@ -24,6 +24,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "auto")
 TRAIN_IMAGES = 60000  # in both datasets' training files, checked when they are read
 MAX_EPOCHS = 10_000
 MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
+MAX_SHIFT_PIXELS = 13  # a shift of 14 or more can move a 28x28 digit out of its image
 # A run name becomes a folder under the runs folder: letters, digits, '.', '_', '-'; no separators or '..'.
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
@@ -53,6 +54,9 @@ class TrainConfig:
     early_stopping_patience: int = 0  # stop after N epochs without a better val_loss, restore the best (0: off)
     normalize: bool = True  # the model scales pixels to [0, 1]; False feeds raw [0, 255] (tuning study)
     augment: bool = False  # random rotations (±10°), shifts and zooms (±10%) of training images
+    # Random translations of training images by whole pixels, up to this many each way (0: none):
+    # cheap (no interpolation), unlike `augment`.
+    shift_pixels: int = 0
     # BatchNormalization's moving-average momentum (models with BatchNorm only; Keras' default 0.99).
     # Training steps use each batch's statistics; this sets only the averages used at evaluation.
     batch_norm_momentum: float = 0.99
@@ -156,6 +160,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     _in_range("seed", config.seed, 0, MAX_SEED, f"an integer from 0 to {MAX_SEED} (2**32 - 1)")
     _in_range("threads", config.threads, 0, 4096, "0 (every core) or a positive integer")
     _in_range("verbose", config.verbose, 0, 2, "0, 1 or 2")
+    _in_range("shift_pixels", config.shift_pixels, 0, MAX_SHIFT_PIXELS, f"0 (off) or up to {MAX_SHIFT_PIXELS} pixels")
     _in_range("early_stopping_patience", config.early_stopping_patience, 0, MAX_EPOCHS,
               "0 (off) or a positive integer")
     _in_range("validation_size", config.validation_size, 0, TRAIN_IMAGES - 1, f"in [0, {TRAIN_IMAGES})")

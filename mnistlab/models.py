@@ -367,10 +367,27 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
 }
 
 
+def shift_layers(input_shape, pixels: int) -> list[layers.Layer]:
+    """Random translations by whole pixels, each of -`pixels`..`pixels` equally likely along each
+    axis, the space left filled with zeros: Keras' RandomTranslation with nearest-pixel sampling
+    (no interpolation, so about as cheap as a copy), active only in training. (batch,
+    *input_shape) -> the same."""
+    height, width = input_shape
+    # RandomTranslation draws a shift uniformly from [-factor, factor] x size and rounds it:
+    # a range of pixels + 0.5 gives every whole shift from -pixels to pixels the same chance.
+    return [
+        layers.Reshape((*input_shape, 1)),
+        layers.RandomTranslation((pixels + 0.5) / height, (pixels + 0.5) / width, fill_mode="constant",
+                                 interpolation="nearest"),
+        layers.Reshape(input_shape),
+    ]
+
+
 def build_model(name: str, input_shape=(28, 28), num_classes: int = 10, normalize: bool = True,
-                augment: bool = False, **hparams) -> keras.Model:
+                augment: bool = False, shift_pixels: int = 0, **hparams) -> keras.Model:
     """Build the registered model `name` (uncompiled) behind its preprocessing: `Rescaling(1/255)`
-    (none for `normalize=False`), then, with `augment`, `augmentation_layers`.
+    (none for `normalize=False`), then, with `augment`, `augmentation_layers`, and with
+    `shift_pixels` > 0, `shift_layers`.
 
     Input: (batch, *input_shape) raw pixels in [0, 255], uint8 or float32 (cast on entry).
     Output: (batch, num_classes) float32 probabilities. The model is flat: the builder's layers
@@ -382,5 +399,7 @@ def build_model(name: str, input_shape=(28, 28), num_classes: int = 10, normaliz
     preprocessing = [layers.Rescaling(1 / 255, name="rescale")] if normalize else []
     if augment:
         preprocessing += augmentation_layers(input_shape)
+    if shift_pixels:
+        preprocessing += shift_layers(input_shape, shift_pixels)
     return keras.Sequential([keras.Input(shape=input_shape, name="pixels"), *preprocessing, *body.layers],
                             name=body.name)

@@ -67,7 +67,8 @@ def build(config: TrainConfig, precision: str, input_shape=(28, 28), num_classes
         hparams = {"batch_norm_momentum": config.batch_norm_momentum, **hparams}
     with (strategy or tf.distribute.get_strategy()).scope(), dtype_policy(precision):
         model = build_model(config.model, input_shape=input_shape, num_classes=num_classes,
-                            normalize=config.normalize, augment=config.augment, **hparams)
+                            normalize=config.normalize, augment=config.augment,
+                            shift_pixels=config.shift_pixels, **hparams)
         return add_weight_regularization(model, l1=config.l1, l2=config.l2)
 
 

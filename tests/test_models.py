@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnistlab.models import MODELS, FusedBatchNormalization, all_layers, build_model
+from mnistlab.models import MODELS, FusedBatchNormalization, all_layers, build_model, shift_layers
 
 # Numerics that depend on the CPU's instruction set: CI runs these again under ONEDNN_MAX_CPU_ISA=AVX2.
 pytestmark = pytest.mark.isa
@@ -98,6 +98,22 @@ def test_augmentation_only_in_training():
     assert np.allclose(model(x, training=False).numpy(), model(x, training=False).numpy())
     assert not np.allclose(model(x, training=True).numpy(), model(x, training=False).numpy())
     assert model.count_params() == EXPECTED_PARAMS["cnn"]
+
+
+def test_shift_layers_move_whole_pixels_in_training_only():
+    keras.utils.set_random_seed(2)
+    x = np.zeros((64, 28, 28), dtype=np.float32)
+    x[:, 10:18, 12:16] = 1.0
+    shift = keras.Sequential([keras.Input((28, 28)), *shift_layers((28, 28), 2)])
+    assert np.array_equal(shift(x, training=False).numpy(), x)
+    shifted = shift(x, training=True).numpy()
+    padded = np.pad(x[0], 2)
+    offsets = set()
+    for image in shifted:  # each image is the original moved by whole pixels, at most 2 each way
+        found = [(dy, dx) for dy in range(5) for dx in range(5) if np.array_equal(padded[dy:dy + 28, dx:dx + 28], image)]
+        assert found, "not a whole-pixel shift"
+        offsets.add(found[0])
+    assert len(offsets) > 5  # and the shifts vary from image to image
 
 
 def test_augmentation_layers_draw_independent_streams():
