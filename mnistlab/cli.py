@@ -47,9 +47,13 @@ def cmd_train(args) -> int:
     overrides = {"verbose": 1 if sys.stdout.isatty() else 2, "seed": args.seed, **_run_overrides(args)}
     config = make_config(args.model, **overrides)  # refused here, before TensorFlow starts
     from mnistlab.results import run_status
+    from mnistlab.runs import read_json
     from mnistlab.train import train_and_evaluate
 
     run_dir = train_and_evaluate(config, args.runs_dir, run_name=args.run_name)
+    if run_status(run_dir) == "completed":
+        metrics = read_json(run_dir / "metrics.json")
+        print(f"test accuracy {metrics['test_accuracy']:.4f}, {metrics['train_seconds']:.1f} s of training")
     print(run_dir)
     if run_status(run_dir) == "diverged":
         print(f"error: the run diverged (see {run_dir / 'status.json'}); lower the learning rate", file=sys.stderr)
@@ -196,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mnistlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train one model; prints the run folder as its last line")
+    train = sub.add_parser("train", help="train one model; prints its test accuracy, then the run folder as its last line")
     train.add_argument("--model", required=True, help="a registered model (see `python -m mnistlab models`)")
     _add_run_options(train)
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

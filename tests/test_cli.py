@@ -1,10 +1,9 @@
-"""The command line: train prints its run folder last, --set reaches the config, models lists the
-zoo with its schedules, bad input exits 2 and a diverged run exits 3."""
+"""The command line: train prints its test accuracy, then its run folder last; --set reaches the
+config, models lists the zoo with its schedules, bad input exits 2 and a diverged run exits 3."""
 
 from __future__ import annotations
 
-import pytest
-
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from mnistlab.recipes import MODEL_NAMES
 
@@ -43,6 +43,9 @@ def test_train_with_set_is_the_same_whatever_steps_per_execution(tmp_path, real_
         assert out.returncode == 0, out.stderr
         run_dirs.append(Path(out.stdout.strip().splitlines()[-1]))
         assert run_dirs[-1].parent == tmp_path
+        metrics = json.loads((run_dirs[-1] / "metrics.json").read_text())
+        assert out.stdout.strip().splitlines()[-2] == (f"test accuracy {metrics['test_accuracy']:.4f}, "
+                                                       f"{metrics['train_seconds']:.1f} s of training")
         epoch_lines = [line for line in out.stdout.splitlines() if line.startswith("epoch ")]
         assert len(epoch_lines) == 2 and "val_accuracy" in epoch_lines[0] and "\r" not in out.stdout
     histories = [pd.read_csv(d / "history.csv").drop(columns="epoch_seconds") for d in run_dirs]
