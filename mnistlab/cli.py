@@ -51,11 +51,12 @@ def cmd_train(args) -> int:
     from mnistlab.train import train_and_evaluate
 
     run_dir = train_and_evaluate(config, args.runs_dir, run_name=args.run_name)
-    if run_status(run_dir) == "completed":
+    status = run_status(run_dir)
+    if status == "completed":
         metrics = read_json(run_dir / "metrics.json")
         print(f"test accuracy {metrics['test_accuracy']:.4f}, {metrics['train_seconds']:.1f} s of training")
     print(run_dir)
-    if run_status(run_dir) == "diverged":
+    if status == "diverged":
         print(f"error: the run diverged (see {run_dir / 'status.json'}); lower the learning rate", file=sys.stderr)
         return EXIT_DIVERGED
     return 0
