@@ -46,6 +46,7 @@ def cmd_train(args) -> int:
     # One line per epoch when nobody watches a terminal (logs, CI); Keras' progress bar otherwise.
     overrides = {"verbose": 1 if sys.stdout.isatty() else 2, "seed": args.seed, **_run_overrides(args)}
     config = make_config(args.model, **overrides)  # refused here, before TensorFlow starts
+    from mnistlab.engine import result_text
     from mnistlab.results import run_status
     from mnistlab.runs import read_json
     from mnistlab.train import train_and_evaluate
@@ -53,8 +54,7 @@ def cmd_train(args) -> int:
     run_dir = train_and_evaluate(config, args.runs_dir, run_name=args.run_name)
     status = run_status(run_dir)
     if status == "completed":
-        metrics = read_json(run_dir / "metrics.json")
-        print(f"test accuracy {metrics['test_accuracy']:.4f}, {metrics['train_seconds']:.1f} s of training")
+        print(result_text(read_json(run_dir / "metrics.json")))
     print(run_dir)
     if status == "diverged":
         print(f"error: the run diverged (see {run_dir / 'status.json'}); lower the learning rate", file=sys.stderr)

@@ -107,8 +107,12 @@ def result_line(run_dir: Path) -> str:
     if status != "completed":
         detail = read_json(run_dir / "status.json").get("detail") or read_json(run_dir / "status.json").get("error")
         return f"{status}: {detail} ({run_dir})"
-    metrics = read_json(run_dir / "metrics.json")
-    return f"test accuracy {metrics['test_accuracy']:.4f}, {metrics['train_seconds']:.1f} s of training, {run_dir}"
+    return f"{result_text(read_json(run_dir / 'metrics.json'))}, {run_dir}"
+
+
+def result_text(metrics: dict) -> str:
+    """A completed run's result from its metrics.json: "test accuracy 0.9801, 14.2 s of training"."""
+    return f"test accuracy {metrics['test_accuracy']:.4f}, {metrics['train_seconds']:.1f} s of training"
 
 
 def train_one(run_name: str, config: dict, runs_dir: Path, log_output: bool = True, verbose: bool = False,
