@@ -7,4 +7,13 @@ import os
 # on CPUs with AVX-512 VNNI or newer. A run records the setting as `onednn_ops` (mnistlab.machine).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+from mnistlab import quiet  # noqa: E402
+
+# TensorFlow's C++ start-up lines go to a log file, not the console or a notebook cell (mnistlab.quiet).
+quiet.install()
+
 __version__ = "0.1.0"
+
+from mnistlab.registry import register_model  # noqa: E402  (after the oneDNN switch; imports no TensorFlow)
+
+__all__ = ["register_model"]
