@@ -48,14 +48,15 @@ from mnistlab.config import make_config
 from mnistlab.data import load_dataset
 from mnistlab.models import build_model
 from mnistlab.pipeline import create_training_ds
-from mnistlab.recipes import FLOORS, check_model
+from mnistlab.registry import get_entry
 from mnistlab.train import build, compile_model, dtype_policy
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_MODELS = "mlp,cnn,bn_cnn,speedrun"
 # Validation accuracies to reach: each model's floor, and for bn_cnn also 0.990 (its 0.994 floor
 # is a test accuracy; the validation split is harder, and the article's recipe may never reach it).
-TARGETS = {"mlp": (FLOORS["mlp"],), "cnn": (FLOORS["cnn"],), "bn_cnn": (0.990, FLOORS["bn_cnn"])}
+TARGETS = {"mlp": (get_entry("mlp").floor,), "cnn": (get_entry("cnn").floor,),
+           "bn_cnn": (0.990, get_entry("bn_cnn").floor)}
 PROFILED = ("cnn", "bn_cnn")
 # Op types of a training step, grouped for the profile's table (names as `op_type` normalises them).
 OP_GROUPS = {"Conv2DBackpropFilter": "conv backward (filter)", "Conv2DBackpropInput": "conv backward (input)",
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.out).write_text(json.dumps(measure_reference(**json.loads(args.reference))))
         return
     try:  # before any work: an unknown name costs nothing
-        models = [check_model(m.strip()) for m in args.models.split(",") if m.strip()]
+        models = [get_entry(m.strip()).name for m in args.models.split(",") if m.strip()]
     except ValueError as e:
         parser.error(f"--models: {e}")
     if not models:

@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mnistlab.batch import run_all
+from mnistlab.run_all import run_all
 from mnistlab.cluster import ProcessCluster
 from mnistlab.machine import describe_machine
 from mnistlab.sweep import run_sweep

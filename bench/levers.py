@@ -61,9 +61,9 @@ def measure_one(model_name: str, steps: int, style: str = "mnistlab", inter_op: 
 
 def applies(model_name: str, lever: str) -> bool:
     """Whether `model_name`'s builder takes the lever's build arguments."""
-    from mnistlab.models import MODELS
+    from mnistlab.registry import get_entry
 
-    parameters = inspect.signature(MODELS[model_name]).parameters
+    parameters = inspect.signature(get_entry(model_name).build_fn()).parameters
     return all(name in parameters for name in LEVERS[lever][1].get("build_args", {}))
 
 

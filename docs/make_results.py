@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mnistlab.recipes import FLOORS
+from mnistlab.registry import REGISTRY
 
 DOCS = Path(__file__).resolve().parent
 DATA = DOCS / "data"
@@ -82,7 +82,7 @@ def _suite_table(runs: pd.DataFrame) -> str:
     for variant, group in runs.groupby("variant", sort=False):
         model = group.model.iloc[0]
         mean, std = group.test_accuracy.mean(), group.test_accuracy.std(ddof=1)
-        floor = FLOORS.get(model) if variant == model else None
+        floor = REGISTRY[model].floor if variant == model and model in REGISTRY else None
         rows.append(f"| `{variant}` | {len(group)} | {', '.join(f'{a:.4f}' for a in group.test_accuracy)} | "
                     f"{mean:.4f}" + (f" ± {std:.4f}" if std == std else "") + f" | {floor or '-'} | "
                     f"{'-' if floor is None else ('yes' if mean >= floor else '**no**')} | "
@@ -196,9 +196,10 @@ def _bench_section(path: Path) -> list[str]:
 
 
 def _model_order(model: str) -> int:
-    from mnistlab.recipes import MODEL_NAMES
+    from mnistlab.registry import model_names
 
-    return MODEL_NAMES.index(model) if model in MODEL_NAMES else len(MODEL_NAMES)
+    names = model_names()
+    return names.index(model) if model in names else len(names)
 
 
 def draw(path: Path) -> None:

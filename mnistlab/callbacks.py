@@ -1,10 +1,12 @@
 """Keras callbacks of a training run: the epoch's shuffle, per-epoch logs and progress lines,
-and stopping a diverged run."""
+stopping a diverged run, resumable early stopping, a sweep's pruning, and `make_callbacks`, the
+set every run trains with."""
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -117,3 +119,57 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.model.save_weights(self.state_dir / "early_stopping.weights.h5")
         write_json(self.state_dir / "early_stopping.json",
                    {"wait": self.wait, "best": float(self.best), "best_epoch": self.best_epoch})
+
+
+def pruning_callbacks(prune: dict | None) -> list[keras.callbacks.Callback]:
+    """The callbacks of a sweep trial's run: Optuna's Keras pruning callback (optuna-integration)
+    on val_accuracy, turned into a recorded status: a pruned run stops after the epoch and its
+    folder says "pruned". `prune` is {"storage", "study", "trial_id"} (a notebook parameter), or
+    empty for an ordinary run."""
+    if not prune:
+        return []
+    import optuna
+
+    study = optuna.load_study(study_name=prune["study"], storage=prune["storage"])
+    return [prune_on_validation(optuna.trial.Trial(study, int(prune["trial_id"])))]
+
+
+def prune_on_validation(trial) -> keras.callbacks.Callback:
+    """Optuna's KerasPruningCallback for `trial` on val_accuracy, which ends the run with status
+    "pruned" instead of raising."""
+    import optuna
+    from optuna_integration import KerasPruningCallback
+
+    class PruneOnValidation(KerasPruningCallback):
+        stop_status = stop_detail = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            try:
+                super().on_epoch_end(epoch, logs)
+            except optuna.TrialPruned as e:
+                self.stop_status, self.stop_detail = "pruned", f"{e} (median pruning on val_accuracy)"
+                self.model.stop_training = True
+
+    return PruneOnValidation(trial, "val_accuracy")
+
+
+def make_callbacks(config, run_path: Path, state: Path, num_classes: int,
+                   epoch: tf.Variable) -> list[keras.callbacks.Callback]:
+    """Every run's callbacks: the epoch's shuffle, stops on NaN or diverged loss, per-epoch
+    logging (`state/history_log.csv`, appended across resumptions), Keras' BackupAndRestore
+    (`state/keras/`), TensorBoard events under `run_path/tensorboard/`, and early stopping if the
+    config asks for it."""
+    callbacks = [
+        ShuffleEpoch(epoch),
+        keras.callbacks.TerminateOnNaN(),
+        StopOnDivergence(divergence_threshold(num_classes)),
+        EpochLogs(config.epochs, print_lines=config.verbose == 2),
+        # Log the epoch before backing it up: a kill in between re-runs (and re-logs) that
+        # epoch, and read_history_log keeps the last row of each epoch.
+        keras.callbacks.CSVLogger(str(state / "history_log.csv"), append=True),
+        keras.callbacks.BackupAndRestore(str(state / "keras"), double_checkpoint=True),
+        keras.callbacks.TensorBoard(log_dir=str(run_path / "tensorboard"), write_graph=False),
+    ]
+    if config.early_stopping_patience:
+        callbacks.append(ResumableEarlyStopping(state, config.early_stopping_patience))
+    return callbacks

@@ -24,8 +24,15 @@ def _key_values(items: list[str]) -> dict:
 def _run_overrides(args) -> dict:
     """The config overrides of the shared run options; --set may name any config key."""
     named = dict(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                 learning_rate=args.learning_rate, limit=args.limit, recipe=args.recipe)
+                 learning_rate=args.learning_rate, limit=args.limit, recipe=args.recipe,
+                 models_from=args.models_from or None)
     return {**{k: v for k, v in named.items() if v is not None}, **_key_values(args.set)}
+
+
+def _add_models_from(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-from", action="append", default=[], metavar="PATH_OR_MODULE",
+                   help="a Python file or importable module that registers models of your own "
+                        "(mnistlab.register_model), repeatable (default: none; the zoo only)")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -38,6 +45,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config key, repeatable: --set augment=True --set lr_schedule=cosine "
                         "(default: none; `python -m mnistlab models --keys` lists the keys)")
+    _add_models_from(p)
 
 
 def cmd_train(args) -> int:
@@ -46,9 +54,9 @@ def cmd_train(args) -> int:
     # One line per epoch when nobody watches a terminal (logs, CI); Keras' progress bar otherwise.
     overrides = {"verbose": 1 if sys.stdout.isatty() else 2, "seed": args.seed, **_run_overrides(args)}
     config = make_config(args.model, **overrides)  # refused here, before TensorFlow starts
-    from mnistlab.engine import result_text
     from mnistlab.results import run_status
     from mnistlab.runs import read_json
+    from mnistlab.task import result_text
     from mnistlab.train import train_and_evaluate
 
     run_dir = train_and_evaluate(config, args.runs_dir, run_name=args.run_name)
@@ -64,18 +72,25 @@ def cmd_train(args) -> int:
 
 def cmd_models(args) -> int:
     from mnistlab.config import FIELDS, TrainConfig, describe_schedule, make_config
-    from mnistlab.recipes import MODEL_NAMES, SOURCES
+    from mnistlab.registry import REGISTRY, load_models_from
 
     if args.keys:
         for key in FIELDS:
             print(f"{key:<24} {getattr(TrainConfig, key)!r}")
         return 0
-    print(f"{'model':<14} {'epochs':>6} {'batch':>5} {'optimizer':<9} {'precision':<9} {'schedule':<58} article")
-    for name in MODEL_NAMES:
-        c = make_config(name, recipe=args.recipe)
-        reported = f"{SOURCES[name][1]:.4f}" if SOURCES[name][1] else "-"
-        print(f"{name:<14} {c.epochs:>6} {c.batch_size:>5} {c.optimizer:<9} {c.precision:<9} "
-              f"{describe_schedule(c):<58} {reported}")
+    load_models_from(args.models_from)
+    by_source: dict[str, list[str]] = {}
+    for name, entry in REGISTRY.items():
+        by_source.setdefault(entry.where, []).append(name)
+    for i, (where, names) in enumerate(by_source.items()):
+        print(("\n" if i else "") + f"{where}:")
+        print(f"  {'model':<14} {'epochs':>6} {'batch':>5} {'optimizer':<9} {'precision':<9} {'schedule':<58} reported")
+        for name in names:
+            entry = REGISTRY[name]
+            c = make_config(name, recipe=args.recipe, models_from=args.models_from)
+            reported = f"{entry.reported_accuracy:.4f}" if entry.reported_accuracy else "-"
+            print(f"  {name:<14} {c.epochs:>6} {c.batch_size:>5} {c.optimizer:<9} {c.precision:<9} "
+                  f"{describe_schedule(c):<58} {reported}")
     return 0
 
 
@@ -89,7 +104,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_run_all(args) -> int:
-    from mnistlab.batch import run_all
+    from mnistlab.run_all import run_all
 
     run_all(args.models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, workers=args.workers,
             scheduler=args.scheduler, verbose=args.verbose, **_run_overrides(args))
@@ -106,8 +121,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_rerun(args) -> int:
+    from mnistlab.registry import load_models_from
     from mnistlab.train import rerun
 
+    load_models_from(args.models_from)
     print(rerun(args.run_dir, run_name=args.run_name, verbose=1 if sys.stdout.isatty() else 2))
     return 0
 
@@ -209,9 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-name", default=None, help="run folder name (default: <model>-<timestamp>-<hex>)")
     train.set_defaults(func=cmd_train)
 
-    models = sub.add_parser("models", help="list the model zoo with each model's recipe and schedule")
+    models = sub.add_parser("models", help="list the models (the zoo's, and yours under their file) with each "
+                                           "recipe's schedule and the accuracy its source reports")
     models.add_argument("--recipe", default="mnistlab", help="mnistlab or article (default: mnistlab)")
     models.add_argument("--keys", action="store_true", help="list the config keys and their defaults instead")
+    _add_models_from(models)
     models.set_defaults(func=cmd_models)
 
     data = sub.add_parser("data", help="copy (or download) and verify the datasets into the data directory")
@@ -256,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerun = sub.add_parser("rerun", help="train again exactly as a recorded run (from its config.json)")
     rerun.add_argument("run_dir", help="a run folder holding config.json")
     rerun.add_argument("--run-name", default=None, help="the new run's folder name (default: <model>-<timestamp>-<hex>)")
+    _add_models_from(rerun)
     rerun.set_defaults(func=cmd_rerun)
 
     predict = sub.add_parser("predict", help="classify PNG/JPEG images of a digit with a trained run's model")
@@ -286,12 +306,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_details(args, details: str) -> Path | None:
+    """Keep a traceback the console does not show: appended to <runs dir>/.logs/errors.log."""
+    import datetime
+
+    from mnistlab.runs import resolve_runs_dir
+
+    try:
+        folder = resolve_runs_dir(getattr(args, "runs_dir", None)) / ".logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "errors.log", "a", encoding="utf-8") as log:
+            log.write(f"--- {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')} "
+                      f"python -m mnistlab {' '.join(sys.argv[1:])}\n{details}\n")
+        return folder / "errors.log"
+    except OSError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, RuntimeError, FileExistsError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        details = getattr(e, "details", "")
+        log = _log_details(args, details) if details else None
+        print(f"error: {e}" + (f" (traceback: {log})" if log else ""), file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:  # a disk that fills, a folder that vanishes: the run folder records it
         print(f"error: {e.strerror or e} ({e.filename or 'no file named'}); a run that had started is "

@@ -14,8 +14,6 @@ import math
 import re
 import typing
 
-from mnistlab import recipes
-
 DATASET_NAMES = ("mnist", "fashion_mnist")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 OPTIMIZERS = ("adam", "adadelta")
@@ -32,10 +30,16 @@ RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a run. Build it with `make_config`, which applies the model's
-    recipe (mnistlab.recipes) and validates; the defaults here are what a recipe does not change."""
+    recipe (its registry entry, mnistlab.registry) and validates; the defaults here are what a
+    recipe does not change."""
 
-    model: str = "slp"
+    model: str = "slp"  # a registered model (mnistlab.registry): the zoo's, or one of models_from's
     recipe: str = "mnistlab"  # "mnistlab" (tuned defaults) or "article" (the source article's settings)
+    # Python files (paths) or modules that register models of the user's (mnistlab.register_model),
+    # imported wherever the run goes (a papermill kernel, a Dask worker). Where they are found does
+    # not change a result: the config hash covers the model file's SHA-256 and the built model's
+    # architecture fingerprint instead (mnistlab.architecture).
+    models_from: tuple[str, ...] = ()
     dataset: str = "mnist"  # "mnist" or "fashion_mnist"
     epochs: int = 10  # full passes over the training split
     batch_size: int = 128  # images per training step
@@ -77,21 +81,32 @@ class TrainConfig:
     verbose: int = 2  # 0 silent, 1 Keras' progress bar (interactive), 2 one line per epoch
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as JSON-shaped data (models_from as a list), as config.json records them."""
+        return {**dataclasses.asdict(self), "models_from": list(self.models_from)}
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _TYPES = typing.get_type_hints(TrainConfig)
 # Proven not to change a run's history or predictions (tests/test_schedules.py): left out of
 # the config hash, so runs that differ only in these count as the same config.
-NOT_RESULT = ("verbose", "steps_per_execution")
+# models_from says where the model's file is found, not what it holds: the hash covers the file's
+# SHA-256 and the architecture fingerprint instead (see config_hash).
+NOT_RESULT = ("verbose", "steps_per_execution", "models_from")
 # Settings that do not make a run a different experiment: the seeds of one variant differ only in these.
-NOT_VARIANT = ("seed", "verbose", "steps_per_execution", "threads", "deterministic", "onednn_ops")
+NOT_VARIANT = ("seed", "verbose", "steps_per_execution", "threads", "deterministic", "onednn_ops", "models_from")
+RECIPE_NAMES = ("mnistlab", "article")
+_validated: set = set()  # configs validated in this process: each is checked once
 
 
 def _coerce(key: str, value):
     """Check (and, for strings papermill or a CLI may pass, convert) one setting's type."""
     hint = _TYPES[key]
+    if typing.get_origin(hint) is tuple:  # models_from: a list (JSON, CLI) or a comma-separated string
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ValueError(f"{key} must be a list of file paths or module names, got {value!r}")
+        return tuple(v.strip() for v in value)
     optional = type(None) in typing.get_args(hint)
     base = next(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
     if value is None or (optional and isinstance(value, str) and value.strip().lower() == "none"):
@@ -145,9 +160,22 @@ def train_images(config: TrainConfig) -> int:
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Raise ValueError, naming the setting (or both settings of an inconsistent pair) and the
-    accepted values, for any invalid setting; return `config` otherwise."""
-    recipes.check_model(config.model)
-    _one_of("recipe", config.recipe, recipes.RECIPE_NAMES)
+    accepted values, for any invalid setting; return `config` otherwise.
+
+    The model files of `models_from` are imported first (mnistlab.registry.load_models_from),
+    so that a model of the user's is known. A config is checked once per process: a config equal
+    to one validated before is returned at once.
+    """
+    if config not in _validated:
+        _check_all(config)
+        _validated.add(config)
+    return config
+
+
+def _check_all(config: TrainConfig) -> None:
+    registry.load_models_from(config.models_from)
+    entry = registry.get_entry(config.model)
+    _one_of("recipe", config.recipe, RECIPE_NAMES)
     _one_of("dataset", config.dataset, DATASET_NAMES)
     _one_of("lr_schedule", config.lr_schedule, LR_SCHEDULES)
     _one_of("optimizer", config.optimizer, OPTIMIZERS)
@@ -174,10 +202,11 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"lr_decay must be in (0, 1], got {config.lr_decay}")
     if not 0 <= config.batch_norm_momentum < 1:
         raise ValueError(f"batch_norm_momentum must be in [0, 1), got {config.batch_norm_momentum}")
-    if (config.model not in recipes.BATCH_NORM_MODELS
+    if ("batch_norm_momentum" not in entry.builder_settings
             and config.batch_norm_momentum != TrainConfig.batch_norm_momentum):
-        raise ValueError(f"batch_norm_momentum applies only to the models with BatchNormalization "
-                         f"({', '.join(recipes.BATCH_NORM_MODELS)}); {config.model} has none: leave it out")
+        takers = [name for name, e in registry.REGISTRY.items() if "batch_norm_momentum" in e.builder_settings]
+        raise ValueError(f"batch_norm_momentum applies only to the models whose builder takes it "
+                         f"({', '.join(takers)}); {config.model}'s does not: leave it out")
     if not 0 <= config.lr_warmup_fraction < 1:
         raise ValueError(f"lr_warmup_fraction must be in [0, 1) (a share of the training steps), "
                          f"got {config.lr_warmup_fraction}")
@@ -192,31 +221,55 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.early_stopping_patience and config.validation_size == 0:
         raise ValueError(f"early_stopping_patience={config.early_stopping_patience} needs a validation split, "
                          "but validation_size=0: set validation_size > 0 or early_stopping_patience=0")
-    return config
+
+
+def check_overrides(overrides: dict) -> dict:
+    """`overrides` with every value checked and converted to its setting's type; None values of
+    settings that cannot be None are dropped ("keep the recipe's value"). Raises ValueError for an
+    unknown key (naming it and the known keys) or a wrong type."""
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown config key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(FIELDS)}")
+    return {key: _coerce(key, value) for key, value in overrides.items()
+            if value is not None or type(None) in typing.get_args(_TYPES[key])}
 
 
 def make_config(model: str = "slp", **overrides) -> TrainConfig:
     """The run config of `model`: TrainConfig's defaults, then its recipe (`recipe="mnistlab"`,
-    the default, or `"article"`), then `overrides`.
+    the default, or `"article"`) from its registry entry, then `overrides`.
 
-    Overrides whose value is None mean "keep the recipe's value" for settings that cannot be None
-    (so a notebook or CLI can pass every parameter through). Raises ValueError for an unknown
-    model, an unknown key (naming it and the known keys), a wrong type or an invalid value.
+    `models_from` (files or modules registering models of the user's) is imported first; a model
+    registered from a file or module that `models_from` does not name yet is added to it, so that
+    the config carries what another process needs to build the model. Overrides whose value is
+    None mean "keep the recipe's value" for settings that cannot be None (so a notebook or CLI can
+    pass every parameter through). Raises ValueError for an unknown model, an unknown key (naming
+    it and the known keys), a wrong type or an invalid value.
     """
-    unknown = sorted(set(overrides) - set(FIELDS))
-    if unknown:
-        raise ValueError(f"Unknown config key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(FIELDS)}")
+    explicit = check_overrides(overrides)
     if not isinstance(model, str):
         raise ValueError(f"model must be a string naming a registered model, got {model!r}")
-    explicit = {}
-    for key, value in overrides.items():
-        if value is None and type(None) not in typing.get_args(_TYPES[key]):
-            continue
-        explicit[key] = _coerce(key, value)
+    models_from = explicit.get("models_from", ())
+    registry.load_models_from(models_from)
+    entry = registry.get_entry(model)
+    if entry.models_from is not None and entry.models_from not in models_from:
+        explicit["models_from"] = (*models_from, entry.models_from)
     recipe_name = explicit.get("recipe", TrainConfig.recipe)
-    base = TrainConfig(model=model, recipe=recipe_name)
-    config = dataclasses.replace(base, **recipes.recipe(model, recipe_name))
+    _one_of("recipe", recipe_name, RECIPE_NAMES)
+    config = dataclasses.replace(TrainConfig(model=model), **entry.recipe_for(recipe_name))
     return validate(dataclasses.replace(config, **explicit))
+
+
+def config_from_dict(settings: dict) -> TrainConfig:
+    """The TrainConfig of a mapping of its fields (a notebook's `config` parameter, JSON from
+    papermill): a complete config (a run-all plan's) is taken as it is, converted and validated,
+    nothing re-derived; a partial one (interactive use) is completed from the model's recipe
+    (make_config). Raises ValueError naming a bad key or value."""
+    if not isinstance(settings, dict):
+        raise ValueError(f"config must be a mapping of config keys to values, got {type(settings).__name__}")
+    settings = check_overrides(settings)
+    if set(settings) == set(FIELDS):
+        return validate(TrainConfig(**settings))
+    return make_config(**settings)
 
 
 def config_from_record(settings: dict) -> TrainConfig:
@@ -224,8 +277,8 @@ def config_from_record(settings: dict) -> TrainConfig:
     (a run folder from elsewhere is not trusted). Raises ValueError naming the bad key."""
     if not isinstance(settings, dict):
         raise ValueError(f"a recorded config must be a mapping, got {type(settings).__name__}")
-    if "batch_norm_momentum" not in settings and settings.get("model") in recipes.BATCH_NORM_MODELS:
-        # Recorded before the setting existed: what the builders used then.
+    if "batch_norm_momentum" not in settings and settings.get("model") in ("bn_cnn", "deep_bn_cnn", "speedrun"):
+        # Recorded before the setting existed: what the zoo's builders used then.
         settings = {**settings, "batch_norm_momentum": 0.9 if settings["model"] == "speedrun" else 0.99}
     return make_config(**settings)
 
@@ -252,29 +305,38 @@ def _digest(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def config_hash(config: TrainConfig, resolved: dict) -> str:
+def _architecture_key(architecture: dict | None) -> dict:
+    """What of a run's architecture record identifies its result: the built model's fingerprint
+    and, for a model of the user's, its file's SHA-256 (mnistlab.architecture)."""
+    architecture = architecture or {}
+    return {"fingerprint": architecture.get("fingerprint"), "file_sha256": architecture.get("file_sha256")}
+
+
+def config_hash(config: TrainConfig, resolved: dict, architecture: dict | None) -> str:
     """12 hex digits identifying everything that can change a run's result: every setting as it
-    ran (resolved precision and thread count) except NOT_RESULT."""
-    return _digest({k: v for k, v in effective(config, resolved).items() if k not in NOT_RESULT})
+    ran (resolved precision and thread count) except NOT_RESULT, the architecture's fingerprint
+    and the model file's SHA-256 (so editing a model file, or a zoo builder, is a new config)."""
+    settings = {k: v for k, v in effective(config, resolved).items() if k not in NOT_RESULT}
+    return _digest({**settings, "architecture": _architecture_key(architecture)})
 
 
-def variant_hash(config: TrainConfig, resolved: dict) -> str:
+def variant_hash(config: TrainConfig, resolved: dict, architecture: dict | None) -> str:
     """12 hex digits shared by the runs of one variant (the seeds of one experiment): every
-    setting as it ran except NOT_VARIANT."""
-    return _digest({k: v for k, v in effective(config, resolved).items() if k not in NOT_VARIANT})
+    setting as it ran except NOT_VARIANT, and the architecture."""
+    settings = {k: v for k, v in effective(config, resolved).items() if k not in NOT_VARIANT}
+    return _digest({**settings, "architecture": _architecture_key(architecture)})
 
 
-def describe_variant(config: TrainConfig, resolved: dict) -> str:
-    """The model's name plus every setting, as it ran, that differs from its recipe:
+def describe_variant(config: TrainConfig) -> str:
+    """The model's name plus every setting the user asked for that differs from its recipe:
     "tiny_mlp", "tiny_mlp[normalize=False]", "bn_cnn[augment=True,epochs=30]",
-    "mlp[recipe=article]". A recipe's precision "auto" counts as float32, so a run that
-    resolved it to bfloat16 says so. Pure data: computed when the run is recorded, never again."""
-    ran = effective(config, resolved)
-    default = make_config(config.model, recipe=config.recipe).to_dict()
-    if default["precision"] == "auto":
-        default["precision"] = "float32"
-    changed = [f"{k}={ran[k]}" for k in FIELDS
-               if k not in NOT_VARIANT and k != "model" and ran[k] != default[k] and k != "recipe"]
+    "mlp[recipe=article]". What the machine resolved (precision, threads) is not part of the label:
+    run records keep it beside the label, and a comparison names it only where two runs of one
+    label differ in it. Pure data: computed when the run is recorded, never again."""
+    default = make_config(config.model, recipe=config.recipe, models_from=config.models_from).to_dict()
+    requested = config.to_dict()
+    changed = [f"{k}={requested[k]}" for k in FIELDS
+               if k not in NOT_VARIANT and k not in ("model", "recipe") and requested[k] != default[k]]
     if config.recipe != TrainConfig.recipe:
         changed.insert(0, f"recipe={config.recipe}")
     return config.model + (f"[{','.join(changed)}]" if changed else "")
@@ -289,3 +351,6 @@ def describe_schedule(config: TrainConfig) -> str:
                   if config.lr_warmup_fraction else f"{config.learning_rate:g}, ")
         return warmup + "cosine to 0 (per step)"
     return f"{config.learning_rate:g} constant"
+
+
+from mnistlab import registry  # noqa: E402 -- after the definitions the zoo's registration uses

@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 
-from mnistlab.config import TrainConfig, config_hash
+from mnistlab.config import TrainConfig
 
 # oneDNN's CPU ISA names, lowest first (ONEDNN_MAX_CPU_ISA takes these; DNNL_ is the older prefix).
 ISA_ORDER = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
@@ -188,8 +188,3 @@ def describe_machine() -> dict:
     return {"cpu_model": name, "cores": available_cores(), "onednn_isa": onednn_isa(),
             "onednn_max_cpu_isa": max_isa_setting(),
             "onednn_ops": onednn_ops_running() if "tensorflow" in sys.modules else onednn_ops_setting()}
-
-
-def planned_hash(config: TrainConfig) -> str:
-    """The config hash a run of `config` started now, in a fresh process here, will record."""
-    return config_hash(config, resolve(config))

@@ -1,12 +1,13 @@
-"""The model zoo: one registry of builders, and `build_model`, which puts the pixel scaling (and
-augmentation) inside every model.
+"""The zoo's builders, and `build_model`, which puts the pixel scaling (and augmentation) in front
+of any registered model's (the zoo's or a user's), and `saved_form`, what model.keras holds.
 
 Every builder has the signature `build_x(input_shape=(28, 28), num_classes=10, **hparams)` and
 returns an uncompiled `keras.Model` mapping (batch, 28, 28) float32 images in [0, 1] to (batch,
 num_classes) softmax probabilities. `build_model` returns the same layers behind the
 preprocessing, so the model (and `model.keras`, and its SavedModel export) takes raw pixels,
 (batch, 28, 28) in [0, 255], uint8 or float32. This module knows nothing of files or data.
-Recipes (how each model is trained) are plain data in mnistlab.recipes.
+Each model's entry (builder, recipes, source, floor) is in the registry (mnistlab.zoo,
+mnistlab.registry).
 
 Source of the five seed models: Ajay Krishnan, "Getting the MNIST" (2022),
 ../shared/seeds/getting-the-mnist-five-models.txt; the others name their article (also in
@@ -15,14 +16,12 @@ Source of the five seed models: Ajay Krishnan, "Getting the MNIST" (2022),
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import keras
 import tensorflow as tf
 from keras import layers
 
-from mnistlab import autoencoder
-from mnistlab.recipes import check_model
+from mnistlab.architecture import build_body
+from mnistlab.registry import get_entry
 
 
 def classifier_head(num_classes: int) -> layers.Layer:
@@ -228,7 +227,7 @@ def build_speedrun(input_shape=(28, 28), num_classes=10, width: int = 32,
 
     Not from ../shared/seeds. Small conv-BN-ReLU stacks trained for one to a few epochs with a
     one-cycle schedule are the recipe of published MNIST speed records (99% in under a second
-    on a laptop GPU); this is mnistlab's CPU version. Recipe: mnistlab.recipes (`make speedrun`).
+    on a laptop GPU); this is mnistlab's CPU version. Recipe: mnistlab.zoo (`make speedrun`).
     """
     def batch_norm_relu():
         return [FusedBatchNormalization(momentum=batch_norm_momentum), layers.Activation("relu")]
@@ -350,23 +349,6 @@ def augmentation_layers(input_shape, rotation_degrees: float = 10.0, shift: floa
     ]
 
 
-MODELS: dict[str, Callable[..., keras.Model]] = {
-    "slp": build_slp,
-    "mlp": build_mlp,
-    "dropout_mlp": build_dropout_mlp,
-    "cnn": build_cnn,
-    "cnn_linear": build_cnn_linear,
-    "bn_cnn": build_bn_cnn,
-    "deep_bn_cnn": build_deep_bn_cnn,
-    "sigmoid_mlp": build_sigmoid_mlp,
-    "pool_cnn": build_pool_cnn,
-    "tiny_mlp": build_tiny_mlp,
-    "small_mlp": build_small_mlp,
-    "ae_classifier": autoencoder.build_ae_classifier,
-    "speedrun": build_speedrun,
-}
-
-
 def shift_layers(input_shape, pixels: int) -> list[layers.Layer]:
     """Random translations by whole pixels, each of -`pixels`..`pixels` equally likely along each
     axis, the space left filled with zeros: Keras' RandomTranslation with nearest-pixel sampling
@@ -387,19 +369,41 @@ def build_model(name: str, input_shape=(28, 28), num_classes: int = 10, normaliz
                 augment: bool = False, shift_pixels: int = 0, **hparams) -> keras.Model:
     """Build the registered model `name` (uncompiled) behind its preprocessing: `Rescaling(1/255)`
     (none for `normalize=False`), then, with `augment`, `augmentation_layers`, and with
-    `shift_pixels` > 0, `shift_layers`.
+    `shift_pixels` > 0, `shift_layers`. `hparams` go to the builder.
 
     Input: (batch, *input_shape) raw pixels in [0, 255], uint8 or float32 (cast on entry).
-    Output: (batch, num_classes) float32 probabilities. The model is flat: the builder's layers
-    follow the preprocessing directly, so `get_layer` finds every one of them.
-    Raises ValueError for an unknown name, listing the known ones.
+    Output: (batch, num_classes) float32 probabilities (logits for an entry registered with
+    `outputs="logits"`). A Sequential builder's layers follow the preprocessing directly, so
+    `get_layer` finds every one of them; a functional or subclassed model is one layer after it.
+    Raises ValueError for an unknown name (listing the known ones), and
+    mnistlab.architecture.BuilderError for a builder that fails or breaks the contract.
     """
-    check_model(name)
-    body = MODELS[name](input_shape=input_shape, num_classes=num_classes, **hparams)
+    body = build_body(get_entry(name), input_shape, num_classes, **hparams)
     preprocessing = [layers.Rescaling(1 / 255, name="rescale")] if normalize else []
     if augment:
         preprocessing += augmentation_layers(input_shape)
     if shift_pixels:
         preprocessing += shift_layers(input_shape, shift_pixels)
-    return keras.Sequential([keras.Input(shape=input_shape, name="pixels"), *preprocessing, *body.layers],
+    # Only a Sequential survives being taken apart; any other model stays whole, as one layer.
+    body_layers = body.layers if type(body) is keras.Sequential else [body]
+    return keras.Sequential([keras.Input(shape=input_shape, name="pixels"), *preprocessing, *body_layers],
                             name=body.name)
+
+
+def saved_form(model: keras.Model, outputs: str = "probabilities") -> keras.Model:
+    """The model as model.keras keeps it, loadable by plain `keras.models.load_model` without
+    mnistlab: FusedBatchNormalization layers become Keras' BatchNormalization (the same weights
+    and the same inference), and a model that outputs logits gets a softmax at its end. Returns
+    `model` itself when there is nothing to change."""
+    if any(isinstance(layer, FusedBatchNormalization) for layer in model._flatten_layers(recursive=True)):
+        def plain(layer):
+            if isinstance(layer, FusedBatchNormalization):
+                return layers.BatchNormalization.from_config(layer.get_config())
+            return layer.__class__.from_config(layer.get_config())
+
+        clone = keras.models.clone_model(model, clone_function=plain, recursive=True)
+        clone.set_weights(model.get_weights())
+        model = clone
+    if outputs == "logits":
+        model = keras.Sequential([model, layers.Softmax(dtype="float32", name="probabilities")], name=model.name)
+    return model

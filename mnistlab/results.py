@@ -57,6 +57,7 @@ def _row(run_dir: Path) -> dict:
         "status": status, "epochs": settings.get("epochs"), "batch_size": settings.get("batch_size"),
         "learning_rate": settings.get("learning_rate"), "limit": settings.get("limit"),
         "precision": record.get("resolved", {}).get("precision", settings.get("precision")),
+        "reported_accuracy": (record.get("model") or {}).get("reported_accuracy"),
         **{k: metrics.get(k) for k in METRIC_COLUMNS},
         "run_dir": str(run_dir),
     }
@@ -69,7 +70,8 @@ def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
     rows = [_row(d) for d in list_run_dirs(runs_dir)]
     table = pd.DataFrame(rows, columns=list(dict.fromkeys(
         ["run", "model", "variant", "variant_hash", "config_hash", "dataset", "recipe", "seed", "status",
-         "epochs", "batch_size", "learning_rate", "limit", "precision", *METRIC_COLUMNS, "run_dir", "detail"])))
+         "epochs", "batch_size", "learning_rate", "limit", "precision", "reported_accuracy", *METRIC_COLUMNS,
+         "run_dir", "detail"])))
     return table.astype({"params": "Int64", "epochs_run": "Int64", "seed": "Int64"})
 
 
@@ -112,13 +114,34 @@ def completed_runs_by_hash(runs_dir: str | os.PathLike) -> dict[str, str]:
 
 def load_model(run_dir: str | os.PathLike):
     """A run's trained model: raw pixels (N, 28, 28) in [0, 255] -> (N, num_classes)
-    probabilities. Keras' safe mode refuses models that would run arbitrary code (e.g. a Lambda
-    layer holding pickled Python), so a run folder from elsewhere cannot."""
+    probabilities. A model of the user's is loaded after importing the file its run recorded, so
+    that custom layers in it load too (a file changed since the run is named on stderr). Keras'
+    safe mode refuses models that would run arbitrary code (e.g. a Lambda layer holding pickled
+    Python), so a run folder from elsewhere cannot."""
+    import sys
+
     import keras
 
-    import mnistlab.models  # noqa: F401  registers FusedBatchNormalization for loading
+    import mnistlab.models  # noqa: F401  runs saved before model.keras held Keras' own BatchNormalization
 
-    return keras.models.load_model(Path(run_dir) / "model.keras", safe_mode=True)
+    run_dir = Path(run_dir)
+    custom_objects = {}
+    record = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+    origin = (record.get("model") or {}).get("origin") or {}
+    if origin.get("kind") in ("file", "module"):
+        from mnistlab.registry import REGISTRY, load_models_from
+
+        source = str(origin.get("given") or origin.get("module"))
+        locations = {source: str(origin["path"])} if origin.get("kind") == "file" and Path(str(origin.get("path"))).is_file() else {}
+        load_models_from([source], locations=locations)
+        entry = next((e for e in REGISTRY.values() if e.origin and source in (e.origin.get("given"), e.origin.get("module"))), None)
+        if entry is not None and entry.origin.get("sha256") != origin.get("sha256"):
+            print(f"warning: {source} changed since {run_dir.name} trained (SHA-256 {entry.origin.get('sha256')}, the "
+                  f"run recorded {origin.get('sha256')}); its custom layers are loaded as they are now", file=sys.stderr)
+        module = sys.modules.get((entry.builder_name if entry else "").partition(":")[0])
+        custom_objects = {name: value for name, value in vars(module).items()
+                          if isinstance(value, type) and issubclass(value, keras.layers.Layer)} if module else {}
+    return keras.models.load_model(run_dir / "model.keras", safe_mode=True, custom_objects=custom_objects)
 
 
 def read_history_log(log_path: Path) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Sweeps of settings (`python -m mnistlab sweep`, `make sweep`): a full-factorial grid, or an
 Optuna search (TPE, seeded; median pruning on val_accuracy), each trial an ordinary run folder
-under `<runs_dir>/sweeps/<name>/`, run by the engine run-all uses (mnistlab.batch.Executor).
+under `<runs_dir>/sweeps/<name>/`, run by the loop run-all uses (mnistlab.executor.run_tasks).
 
 The Optuna study lives in `study.db` (SQLite) beside the trials, so an interrupted sweep resumes
 where it stopped: grid points with a completed run are skipped, as in run-all; search trials
@@ -18,13 +18,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from mnistlab.engine import Executor, check_kernel, execute_notebook, run_log
-from mnistlab.config import FIELDS, NOT_RESULT, TrainConfig, _coerce, make_config
-from mnistlab.results import completed_runs_by_hash, load_runs, run_status
+from mnistlab.config import FIELDS, NOT_RESULT, TrainConfig, _coerce, check_overrides, make_config
+from mnistlab.executor import Executor, run_tasks
+from mnistlab.progress import Progress, TimeLeft, planned_flops
+from mnistlab.results import load_runs, run_status
 from mnistlab.runs import check_writable, new_run_name, read_json, resolve_runs_dir, write_json
+from mnistlab.task import Outcome, Task, check_kernel, execute_notebook, run_log
 
 SWEEPS_DIR = "sweeps"
-NOT_SWEPT = ("model", "seed", "verbose", *NOT_RESULT)
+NOT_SWEPT = ("model", "seed", "verbose", "recipe", *NOT_RESULT)
 _TYPES = typing.get_type_hints(TrainConfig)
 
 
@@ -85,38 +87,6 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-class _Pruning:
-    """Optuna's Keras pruning callback (optuna-integration) on val_accuracy, turned into a
-    recorded status: a pruned run stops after the epoch and its folder says "pruned"."""
-
-    def __new__(cls, trial):
-        import optuna
-        from optuna_integration import KerasPruningCallback
-
-        class PruneOnValidation(KerasPruningCallback):
-            stop_status = stop_detail = None
-
-            def on_epoch_end(self, epoch, logs=None):
-                try:
-                    super().on_epoch_end(epoch, logs)
-                except optuna.TrialPruned as e:
-                    self.stop_status, self.stop_detail = "pruned", f"{e} (median pruning on val_accuracy)"
-                    self.model.stop_training = True
-
-        return PruneOnValidation(trial, "val_accuracy")
-
-
-def pruning_callbacks(prune: dict) -> list:
-    """The callbacks of a sweep trial's run: `prune` is {"storage", "study", "trial_id"} (from
-    the notebook's parameters), or empty for an ordinary run."""
-    if not prune:
-        return []
-    import optuna
-
-    study = optuna.load_study(study_name=prune["study"], storage=prune["storage"])
-    return [_Pruning(optuna.trial.Trial(study, int(prune["trial_id"])))]
-
-
 def sweep_dir(runs_dir, name: str) -> Path:
     from mnistlab.config import check_run_name
 
@@ -128,13 +98,18 @@ def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: 
               sampler_seed: int = 0, log_output: bool = True, **overrides) -> Path:
     """Sweep `model`'s settings: `grid` (KEY=V1,V2 options, full factorial) or `search`
     (KEY=LOW:HIGH[:log|:int] options, `trials` Optuna trials), each point with `seeds` seeds, plus
-    the recipe's own point for comparison; `overrides` (epochs, limit, ...) apply to every run.
+    the recipe's own point for comparison; `overrides` (epochs, limit, models_from, ...) apply to
+    every run.
 
-    Every option and the base config are validated before anything runs. Writes into the sweep
-    folder: the trials' run folders, study.db, sweep.csv, parallel_coordinates.png,
-    importance.png and the executed sweep_report.ipynb. Returns the sweep folder.
+    Every option, the base config and every grid point are validated (and the builder checked)
+    before anything runs. Writes into the sweep folder: the trials' run folders, study.db,
+    sweep.csv, parallel_coordinates.png, importance.png and the executed sweep_report.ipynb. The
+    console shows each trial's setting, seed and result (or why it was pruned) with the time left,
+    and ends with the table of settings. Returns the sweep folder.
     """
     import optuna
+
+    from mnistlab.architecture import describe
 
     if bool(grid) == bool(search):
         raise ValueError("give --grid options or --search options (with --trials), not both and not neither")
@@ -145,12 +120,15 @@ def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: 
         from mnistlab.machine import available_cores
 
         overrides["threads"] = max(1, available_cores() // workers)  # runs side by side share the cores
+    overrides = check_overrides(overrides)
     base = make_config(model, **overrides)
+    overrides["models_from"] = base.models_from
+    describe(base)  # the builder, checked before anything runs
     grid_values = parse_grid(list(grid)) if grid else {}
     space = parse_search(list(search)) if search else {}
-    points = grid_points(grid_values) if grid else []
-    for point in points:  # every point must be a valid config before any runs
-        make_config(model, **{**overrides, **point})
+    points = [{}] + (grid_points(grid_values) if grid else [])  # the recipe's own point first: the baseline
+    configs = [(point, make_config(model, seed=seed, **{**overrides, **point})) for point in points
+               for seed in range(seeds)]  # every point must be a valid config before any runs
     name = name or f"{model}-{'grid' if grid else 'search'}"
     folder = sweep_dir(runs_dir, name)
     check_writable(folder)
@@ -162,69 +140,93 @@ def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: 
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
     write_json(folder / "sweep.json", {"model": model, "grid": grid_values, "search": list(search),
                                        "trials": trials, "seeds": seeds, "overrides": overrides})
-    with Executor(folder, workers, scheduler, log_output, dataset=base.dataset) as executor:
-        default = [{}]  # the recipe's own point: what the best setting is compared against
-        _run_points(executor, folder, model, overrides, default + points, seeds)
+    keys = list(grid_values) or list(space)
+    unique = list({config: (point, config) for point, config in configs}.values())  # a grid point equal to the recipe's runs once
+    tasks = [Task(new_run_name(model), config, _label(point, config.seed)) for point, config in unique]
+    total = len(tasks) + (trials if space else 0)
+    cost = lambda task: planned_flops(task.config, describe(task.config)["flops_per_image"])  # noqa: E731
+    progress = Progress(total, TimeLeft(cost), describe_result=_sweep_result, rerun_hint="already in the sweep",
+                        extra_runs=1)
+    with Executor(folder, workers, scheduler, log_output, dataset=base.dataset, models_from=base.models_from) as executor:
         if space:
-            _search(executor, study, folder, model, overrides, space, trials, storage)
-    table = sweep_table(folder, list(grid_values) or list(space))
+            done: set[str] = set()
+            trial_tasks = _TrialTasks(study, folder, model, overrides, space, trials, storage)
+
+            def on_outcome(task: Task, outcome: Outcome) -> None:
+                done.add(task.run_name)
+                trial_tasks.tell(task, outcome)
+
+            run_tasks(executor, itertools.chain(tasks, trial_tasks), progress, on_outcome=on_outcome,
+                      remaining=lambda: [t for t in tasks if t.run_name not in done] + [tasks[0]] * trial_tasks.left())
+        else:
+            run_tasks(executor, tasks, progress)
+    table = sweep_table(folder, keys)
     table.to_csv(folder / "sweep.csv", index=False)
-    _figures(table, list(grid_values) or list(space), folder)
+    _figures(table, keys, folder)
     with run_log(folder / "sweep_report.log", echo=False):
         execute_notebook("sweep_report.ipynb", folder / "sweep_report.ipynb", parameters={"sweep_dir": str(folder)})
-    best = best_point(table)
-    print(f"best on validation: {best.point} ({table[table.point == best.point].val_accuracy.mean():.4f} mean "
-          f"val_accuracy); table {folder / 'sweep.csv'}, report {folder / 'sweep_report.ipynb'}", flush=True)
+    if log_output:
+        print_settings(table, where=f"table {folder / 'sweep.csv'}, report {folder / 'sweep_report.ipynb'}")
     return folder
 
 
-def _run_points(executor: Executor, folder: Path, model: str, overrides: dict, points: list[dict], seeds: int) -> None:
-    from mnistlab.machine import planned_hash
-
-    done = completed_runs_by_hash(folder)
-    configs = [make_config(model, seed=seed, **{**overrides, **point}) for point in points for seed in range(seeds)]
-    jobs = list({planned_hash(c): c for c in configs}.values())  # a grid point equal to the recipe's runs once
-    for i, config in enumerate(jobs, 1):
-        if planned_hash(config) in done:
-            print(f"[{i}/{len(jobs)}] skip: completed as {done[planned_hash(config)]}", flush=True)
-            continue
-        run_name = new_run_name(model)
-        print(f"[{i}/{len(jobs)}] {run_name}", flush=True)
-        executor.submit(run_name, config)
-        while executor.in_flight >= executor.capacity:
-            _report(executor)
-    while executor.in_flight:
-        _report(executor)
+def _label(point: dict, seed: int) -> str:
+    """What the console calls a trial: "learning_rate=0.003,batch_size=64 seed 1", or the recipe's point."""
+    setting = ",".join(f"{k}={v}" for k, v in point.items()) or "the recipe's setting"
+    return f"{setting} seed {seed}"
 
 
-def _report(executor: Executor) -> None:
-    run_name, failure = executor.next_result()
-    print(f"FAILED {failure}" if failure else f"finished {run_name}", flush=True)
+def _sweep_result(outcome: Outcome) -> str:
+    metrics = outcome.metrics
+    val = metrics.get("val_accuracy")
+    return (f"val_accuracy {val:.4f}, " if val is not None else "") + \
+        f"test accuracy {metrics['test_accuracy']:.4f}, {metrics['train_seconds']:.1f} s of training"
 
 
-def _search(executor: Executor, study, folder: Path, model: str, overrides: dict, space: dict, trials: int,
-            storage: str) -> None:
-    import optuna
+class _TrialTasks:
+    """The Optuna search's tasks, asked one at a time as the executor has room (TPE learns from the
+    trials told before): an iterable of Tasks, `tell` as the on-outcome hook. A trial left running
+    by an interrupted sweep is told its run's result if it completed, else failed and asked again."""
 
-    # A trial left running by an interrupted sweep: told its run's result if it completed, else failed and asked again.
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        _tell(study, trial.number, folder / trial.user_attrs.get("run", "-"), requeue=trial.params)
-    finished = lambda: len(study.get_trials(deepcopy=False, states=(  # noqa: E731
-        optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
-    running: dict[str, int] = {}
-    while finished() + len(running) < trials or running:
-        while finished() + len(running) < trials and len(running) < executor.capacity:
-            trial = study.ask(space)
-            config = make_config(model, **{**overrides, **trial.params})
-            run_name = new_run_name(model)
-            trial.set_user_attr("run", run_name)
-            print(f"[trial {trial.number}] {run_name}: {trial.params}", flush=True)
-            executor.submit(run_name, config, prune={"storage": storage, "study": study.study_name,
-                                                      "trial_id": trial._trial_id})
-            running[run_name] = trial.number
-        run_name, failure = executor.next_result()
-        state = _tell(study, running.pop(run_name), folder / run_name)
-        print(f"[trial] {run_name}: {state}" + (f" ({failure})" if failure else ""), flush=True)
+    def __init__(self, study, folder: Path, model: str, overrides: dict, space: dict, trials: int, storage: str):
+        import optuna
+
+        self.study, self.folder, self.model, self.overrides = study, folder, model, overrides
+        self.space, self.trials, self.storage = space, trials, storage
+        self.running: dict[str, int] = {}
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            _tell(study, trial.number, folder / trial.user_attrs.get("run", "-"), requeue=trial.params)
+
+    def _finished(self) -> int:
+        import optuna
+
+        return len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                 optuna.trial.TrialState.PRUNED)))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Task | None:
+        """The next trial's task; None while the trials running may still fail and need another."""
+        if self._finished() + len(self.running) >= self.trials:
+            if self.running:  # a failed trial may still ask for another: wait for the running ones
+                return None
+            raise StopIteration
+        trial = self.study.ask(self.space)
+        config = make_config(self.model, seed=0, **{**self.overrides, **trial.params})
+        run_name = new_run_name(self.model)
+        trial.set_user_attr("run", run_name)
+        self.running[run_name] = trial.number
+        return Task(run_name, config, f"trial {trial.number}: " + _label(trial.params, 0),
+                    prune={"storage": self.storage, "study": self.study.study_name, "trial_id": trial._trial_id})
+
+    def tell(self, task: Task, outcome: Outcome) -> None:
+        if task.run_name in self.running:
+            _tell(self.study, self.running.pop(task.run_name), self.folder / task.run_name)
+
+    def left(self) -> int:
+        """Trials not yet finished (for the time left, each priced like the recipe's point)."""
+        return max(self.trials - self._finished(), 0)
 
 
 def _tell(study, number: int, run_dir: Path, requeue: dict | None = None) -> str:
@@ -306,3 +308,35 @@ def _figures(table: pd.DataFrame, keys: list[str], folder: Path) -> None:
         fig.tight_layout()
         fig.savefig(folder / filename, dpi=100)
         plt.close(fig)
+
+
+def print_settings(table: pd.DataFrame, where: str | None = None) -> None:
+    """The sweep's settings as a table in the terminal (rich): each setting's completed runs,
+    val_accuracy and test accuracy (mean ± std over seeds), training seconds, the best on
+    validation marked; then the runs listed apart and where the files are."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    import shutil
+
+    console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
+    completed = table[table.status == "completed"]
+    view = Table(title="Sweep (chosen on validation accuracy, mean over seeds; test accuracy never chooses)")
+    for column, justify in (("setting", "left"), ("runs", "right"), ("val_accuracy", "right"),
+                            ("test accuracy", "right"), ("train s", "right"), ("", "left")):
+        view.add_column(column, justify=justify, no_wrap=column != "setting")
+    best = best_point(table).point if not completed.empty else None
+    pm = lambda v: f"{v.mean():.4f}" + (f" ± {v.std():.4f}" if len(v) > 1 else "")  # noqa: E731
+    groups = sorted(completed.groupby("point", sort=False), key=lambda g: -g[1].val_accuracy.mean())
+    for point, group in groups:
+        view.add_row(escape(str(point)), str(len(group)), pm(group.val_accuracy), pm(group.test_accuracy),
+                     f"{group.train_seconds.mean():.1f}", "best on validation" if point == best else "")
+    console.print(view)
+    apart = table[table.status != "completed"]
+    if len(apart):
+        console.print(escape(f"Listed apart: {', '.join(f'{n} {s}' for s, n in apart.status.value_counts().items())}"))
+    if best is not None:
+        console.print(escape(f"Best on validation: {best}."))
+    if where:
+        console.print(escape(where))

@@ -1,10 +1,11 @@
 """Training in named stages that every caller shares (training, the learning-rate finder, the
-benchmark): `build`, `compile_model`, `pretrain`, `fit`, `evaluate_and_record`; and
+benchmark): `prepare`, `build`, `compile_model`, `pretrain`, `fit`, `conclude`; and
 `train_and_evaluate(config, runs_dir)`, which runs them for one run folder."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -14,20 +15,21 @@ from pathlib import Path
 import h5py
 import keras
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from mnistlab import autoencoder, machine
-from mnistlab.callbacks import (EpochLogs, ResumableEarlyStopping, ShuffleEpoch, StopOnDivergence,
-                                divergence_threshold)
-from mnistlab.config import (TrainConfig, check_run_name, config_hash, describe_variant, validate,
-                             variant_hash)
+from mnistlab.architecture import builder_kwargs, describe, identity
+from mnistlab.callbacks import divergence_threshold, make_callbacks
+from mnistlab.config import TrainConfig, check_run_name, validate
 from mnistlab.data import MnistData, load_dataset
 from mnistlab.evaluate import write_evaluation
-from mnistlab.models import add_weight_regularization, build_model
+from mnistlab.models import add_weight_regularization, build_model, saved_form
 from mnistlab.pipeline import create_eval_ds, create_training_ds
 from mnistlab.plots import plot_curves
-from mnistlab.recipes import BATCH_NORM_MODELS
-from mnistlab.results import completed_runs_by_hash, read_history_log
+from mnistlab.registry import get_entry
+from mnistlab.results import read_history_log
 from mnistlab.runs import backup_dir, check_writable, environment_info, new_run_name, open_run, resolve_runs_dir, write_json
 
 # Stages that run before the main fit, by model: (model, data, config, run_path) -> metrics.
@@ -59,12 +61,11 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 def build(config: TrainConfig, precision: str, input_shape=(28, 28), num_classes: int = 10,
           strategy: tf.distribute.Strategy | None = None, **hparams) -> keras.Model:
-    """Stage 1: the config's model, uncompiled: preprocessing (scaling, augmentation) inside,
-    weight penalties attached, layers created under the resolved dtype policy `precision` and
-    within `strategy`'s scope. `hparams` go to the builder (benchmarks: fused_batch_norm), after
-    the config's batch_norm_momentum for the models with BatchNorm."""
-    if config.model in BATCH_NORM_MODELS:
-        hparams = {"batch_norm_momentum": config.batch_norm_momentum, **hparams}
+    """Stage: the config's model, uncompiled: preprocessing (scaling, augmentation) inside, weight
+    penalties attached, layers created under the resolved dtype policy `precision` and within
+    `strategy`'s scope. The builder gets the config settings its entry takes (batch_norm_momentum),
+    then `hparams` (benchmarks: fused_batch_norm)."""
+    hparams = {**builder_kwargs(config, get_entry(config.model)), **hparams}
     with (strategy or tf.distribute.get_strategy()).scope(), dtype_policy(precision):
         model = build_model(config.model, input_shape=input_shape, num_classes=num_classes,
                             normalize=config.normalize, augment=config.augment,
@@ -94,16 +95,17 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int) -> float | keras.op
 def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int,
                   schedule=None, steps_per_execution: int | None = None,
                   strategy: tf.distribute.Strategy | None = None) -> None:
-    """Stage 2: compile `model` for `config`: its optimizer (Adadelta's learning rate always
+    """Stage: compile `model` for `config`: its optimizer (Adadelta's learning rate always
     explicit: Keras 3 defaults it to 0.001, the original Keras to 1.0) with `schedule` (default:
-    the config's, see `learning_rate`), sparse categorical cross-entropy, accuracy, and
-    `steps_per_execution` (default the config's)."""
+    the config's, see `learning_rate`), sparse categorical cross-entropy (on logits for an entry
+    registered with outputs="logits"), accuracy, and `steps_per_execution` (default the config's)."""
     schedule = learning_rate(config, steps_per_epoch) if schedule is None else schedule
+    from_logits = get_entry(config.model).outputs == "logits"
     with (strategy or tf.distribute.get_strategy()).scope():
         optimizer = (keras.optimizers.Adadelta(learning_rate=schedule) if config.optimizer == "adadelta"
                      else keras.optimizers.Adam(learning_rate=schedule))
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                      steps_per_execution=steps_per_execution or config.steps_per_execution)
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+                      metrics=["accuracy"], steps_per_execution=steps_per_execution or config.steps_per_execution)
 
 
 def pretrain(model: keras.Model, data: MnistData, config: TrainConfig, run_path: Path, state: Path) -> dict:
@@ -163,27 +165,6 @@ def check_backup(state: Path) -> int:
     return 0
 
 
-def make_callbacks(config: TrainConfig, run_path: Path, state: Path, num_classes: int,
-                   epoch: tf.Variable) -> list[keras.callbacks.Callback]:
-    """The epoch's shuffle, stops on NaN or diverged loss, per-epoch logging (`state/history_log.csv`,
-    appended across resumptions), Keras' BackupAndRestore (`state/keras/`), TensorBoard events
-    under `run_path/tensorboard/`, and early stopping if the config asks for it."""
-    callbacks = [
-        ShuffleEpoch(epoch),
-        keras.callbacks.TerminateOnNaN(),
-        StopOnDivergence(divergence_threshold(num_classes)),
-        EpochLogs(config.epochs, print_lines=config.verbose == 2),
-        # Log the epoch before backing it up: a kill in between re-runs (and re-logs) that
-        # epoch, and read_history_log keeps the last row of each epoch.
-        keras.callbacks.CSVLogger(str(state / "history_log.csv"), append=True),
-        keras.callbacks.BackupAndRestore(str(state / "keras"), double_checkpoint=True),
-        keras.callbacks.TensorBoard(log_dir=str(run_path / "tensorboard"), write_graph=False),
-    ]
-    if config.early_stopping_patience:
-        callbacks.append(ResumableEarlyStopping(state, config.early_stopping_patience))
-    return callbacks
-
-
 def resolve_here(config: TrainConfig) -> tuple[dict, tf.distribute.Strategy]:
     """The machine-dependent settings as they run in this process (precision; threads as
     applied, which must come before TensorFlow's first op; TensorFlow's oneDNN operations;
@@ -200,21 +181,142 @@ def resolve_here(config: TrainConfig) -> tuple[dict, tf.distribute.Strategy]:
     return resolved, strategy
 
 
-def run_record(config: TrainConfig, resolved: dict, run_name: str, data: MnistData) -> dict:
-    """config.json: what was requested, what the machine resolved, the hashes and the variant
-    label computed from them, the data's digests and the environment."""
+@dataclasses.dataclass
+class Run:
+    """What every stage of one run shares, settled before its folder exists."""
+
+    config: TrainConfig
+    runs_dir: Path
+    name: str
+    data: MnistData
+    resolved: dict
+    strategy: tf.distribute.Strategy
+    record: dict  # config.json
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.data.x_train) // self.config.batch_size
+
+    @property
+    def path(self) -> Path:
+        return self.runs_dir / self.name
+
+
+@dataclasses.dataclass
+class Fitted:
+    """What the fit stage leaves: the history, its seconds, where it resumed, and a callback that
+    ended the run early with a status of its own (a sweep's pruning), if one did."""
+
+    history: pd.DataFrame
+    train_seconds: float
+    resumed_from_epoch: int
+    stopped_by: keras.callbacks.Callback | None
+
+
+def run_record(config: TrainConfig, resolved: dict, architecture: dict, run_name: str, data: MnistData) -> dict:
+    """config.json: what was requested, what the machine resolved, the model's architecture record
+    (mnistlab.architecture.describe), the hashes and the label computed from them, the data's
+    digests and the environment."""
     return {
         "run": run_name,
         "config": config.to_dict(),
         "resolved": resolved,
-        "config_hash": config_hash(config, resolved),
-        "variant": describe_variant(config, resolved),
-        "variant_hash": variant_hash(config, resolved),
+        "model": architecture,
+        **identity(config, resolved, architecture),
         "data": {"dataset": config.dataset, "digests_sha256": data.digests,
                  "num_train": len(data.x_train), "num_val": len(data.x_val),
                  "num_test": len(data.x_test), "class_names": list(data.class_names)},
         "environment": environment_info(),
     }
+
+
+def prepare(config: TrainConfig, runs_dir=None, run_name: str | None = None, data: MnistData | None = None) -> Run:
+    """Stage 1, before anything is written: the config validated, the run name and runs folder
+    checked, the builder checked and the architecture recorded, the data loaded, the machine's
+    settings resolved. Raises ValueError (BuilderError, DataError among them) naming what is wrong."""
+    validate(config)
+    run_name = check_run_name(run_name or new_run_name(config.model))
+    runs_dir = resolve_runs_dir(runs_dir)
+    check_writable(runs_dir)
+    resolved, strategy = resolve_here(config)  # threads are applied before TensorFlow's first op (the build's)
+    describe(config)  # the builder contract, checked before the data are read
+    if data is None:
+        data = load_dataset(config.dataset, validation_size=config.validation_size,
+                            seed=config.seed, limit=config.limit)
+    if len(data.x_train) < config.batch_size:
+        raise ValueError(f"batch_size={config.batch_size} is larger than the {len(data.x_train)} "
+                         "training images: not one full batch per epoch; lower batch_size or raise limit")
+    architecture = describe(config, data.x_train.shape[1:], data.num_classes)
+    return Run(config, runs_dir, run_name, data, resolved, strategy,
+               run_record(config, resolved, architecture, run_name, data))
+
+
+def start(run: Run, run_path: Path, state: Path) -> tuple[keras.Model, int, dict]:
+    """Stage 2: seeds set, the model built, pretrained (resumably) and compiled. Returns the
+    model, the epoch an interrupted run of this config stopped at (0: none), and the metrics the
+    pretraining adds."""
+    config, data = run.config, run.data
+    keras.utils.set_random_seed(config.seed)  # Python, numpy and TensorFlow seeds in one call
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    model = build(config, run.resolved["precision"], data.x_train.shape[1:], data.num_classes, run.strategy)
+    resumed_from_epoch = check_backup(state)
+    with run.strategy.scope():
+        extra_metrics = pretrain(model, data, config, run_path, state)
+    compile_model(model, config, run.steps_per_epoch, steps_per_execution=run.resolved["steps_per_execution"],
+                  strategy=run.strategy)
+    if resumed_from_epoch:
+        print(f"Resuming from the backup of an interrupted run: {resumed_from_epoch} of "
+              f"{config.epochs} epochs done", flush=True)
+    else:
+        (state / "history_log.csv").unlink(missing_ok=True)
+    return model, resumed_from_epoch, extra_metrics
+
+
+def fit(model: keras.Model, run: Run, run_path: Path, state: Path, resumed_from_epoch: int,
+        callbacks=()) -> Fitted:
+    """Stage 3: Keras' fit over the seeded, per-epoch shuffled training batches, validating each
+    epoch, with the run's callbacks (mnistlab.callbacks.make_callbacks) and `callbacks`."""
+    config, data = run.config, run.data
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    train_ds = create_training_ds(data.x_train, data.y_train, config.batch_size, seed=config.seed, epoch=epoch)
+    val_ds = create_eval_ds(data.x_val, data.y_val, config.batch_size) if len(data.x_val) else None
+    callbacks = make_callbacks(config, run_path, state, data.num_classes, epoch) + list(callbacks)
+    start_time = time.perf_counter()
+    model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
+              shuffle=False,  # train_ds shuffles itself, by (seed, epoch)
+              callbacks=callbacks, verbose=1 if config.verbose == 1 else 0)
+    seconds = time.perf_counter() - start_time
+    history = read_history_log(state / "history_log.csv")
+    history.to_csv(run_path / "history.csv", index=False)
+    stopped_by = next((cb for cb in callbacks if getattr(cb, "stop_status", None)), None)
+    return Fitted(history, seconds, resumed_from_epoch, stopped_by)
+
+
+def conclude(model: keras.Model, run: Run, folder, fitted: Fitted, extra_metrics: dict) -> dict:
+    """Stage 4: a run stopped by a callback (a sweep's pruning) keeps that status; a run whose loss
+    became NaN or worse than twice a uniform guess's is "diverged" (neither is evaluated); any
+    other is evaluated and recorded (evaluate_and_record). Returns the metrics TensorBoard's
+    HParams record shows."""
+    history = fitted.history
+    if fitted.stopped_by is not None:
+        folder.status, folder.detail = fitted.stopped_by.stop_status, fitted.stopped_by.stop_detail
+        return {"val_accuracy": history["val_accuracy"].iloc[-1] if len(history) else None}
+    final_loss = float(history["loss"].iloc[-1]) if len(history) else float("nan")
+    if not final_loss <= divergence_threshold(run.data.num_classes):
+        folder.status = "diverged"
+        folder.detail = (f"training loss {final_loss:.4g} after epoch {len(history) or 1} with "
+                         f"learning_rate={run.config.learning_rate}; lower learning_rate")
+        return {}
+    epochs_trained = len(history) - fitted.resumed_from_epoch
+    metrics = evaluate_and_record(model, run, folder.path, fitted.history, fitted.train_seconds, {
+        "epochs_run": len(history), "resumed_from_epoch": fitted.resumed_from_epoch,
+        "epochs_trained_here": epochs_trained, "replicas": run.resolved["replicas"],
+        # Steps of this process only: a resumed run's earlier epochs ran elsewhere.
+        "images_per_second": round(run.steps_per_epoch * run.config.batch_size * epochs_trained
+                                   / fitted.train_seconds, 1),
+        **extra_metrics})
+    return {k: metrics[k] for k in ("test_accuracy", "val_accuracy", "best_val_accuracy", "train_seconds")}
 
 
 def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike | None = None,
@@ -223,7 +325,7 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike | None =
     """Train `config.model` with `config`, evaluate it on the test set, and write a run folder.
 
     Args:
-      config: a TrainConfig (see mnistlab.config.make_config); validated again here.
+      config: a TrainConfig (see mnistlab.config.make_config); validated (once per process).
       runs_dir: parent folder of run folders (created if missing); default
         mnistlab.runs.default_runs_dir().
       run_name: the run folder's name; default `<model>-<timestamp>-<hex>`.
@@ -238,85 +340,32 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike | None =
     stopped and recorded with status "diverged" (no metrics, no model). A run that was
     interrupted (Ctrl-C, kill) resumes from its last finished epoch the next time the same
     config is trained into the same runs_dir.
-    Raises ValueError for an invalid config, run name, runs folder or data, before training.
+    Raises ValueError for an invalid config, run name, runs folder, model builder or data,
+    before anything is written.
     """
-    validate(config)
-    run_name = check_run_name(run_name or new_run_name(config.model))
-    runs_dir = resolve_runs_dir(runs_dir)
-    check_writable(runs_dir)
-    if data is None:
-        data = load_dataset(config.dataset, validation_size=config.validation_size,
-                            seed=config.seed, limit=config.limit)
-    if len(data.x_train) < config.batch_size:
-        raise ValueError(f"batch_size={config.batch_size} is larger than the {len(data.x_train)} "
-                         "training images: not one full batch per epoch; lower batch_size or raise limit")
-    resolved, strategy = resolve_here(config)
-    keras.utils.set_random_seed(config.seed)  # Python, numpy and TensorFlow seeds in one call
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    model = build(config, resolved["precision"], data.x_train.shape[1:], data.num_classes, strategy)
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    train_ds = create_training_ds(data.x_train, data.y_train, config.batch_size, seed=config.seed, epoch=epoch)
-    val_ds = create_eval_ds(data.x_val, data.y_val, config.batch_size) if len(data.x_val) else None
-    test_ds = create_eval_ds(data.x_test, data.y_test, config.batch_size)
-    steps_per_epoch = len(data.x_train) // config.batch_size
-    record = run_record(config, resolved, run_name, data)
-
-    with open_run(runs_dir, run_name) as run, backup_dir(runs_dir, record["config_hash"], run_name) as state:
-        write_json(run.path / "config.json", record)
-        resumed_from_epoch = check_backup(state)
-        with strategy.scope():
-            extra_metrics = pretrain(model, data, config, run.path, state)
-        compile_model(model, config, steps_per_epoch, steps_per_execution=resolved["steps_per_execution"],
-                      strategy=strategy)
-        if resumed_from_epoch:
-            print(f"Resuming from the backup of an interrupted run: {resumed_from_epoch} of "
-                  f"{config.epochs} epochs done", flush=True)
-        else:
-            (state / "history_log.csv").unlink(missing_ok=True)
-        start = time.perf_counter()
-        callbacks = make_callbacks(config, run.path, state, data.num_classes, epoch) + list(callbacks)
-        model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
-                  shuffle=False,  # train_ds shuffles itself, by (seed, epoch)
-                  callbacks=callbacks, verbose=1 if config.verbose == 1 else 0)
-        train_seconds = time.perf_counter() - start
-        hist = read_history_log(state / "history_log.csv")
-        hist.to_csv(run.path / "history.csv", index=False)
-        final_loss = float(hist["loss"].iloc[-1]) if len(hist) else float("nan")
-        stopped = next((cb for cb in callbacks if getattr(cb, "stop_status", None)), None)
-        if stopped is not None:  # e.g. a sweep's pruning: recorded, not evaluated
-            run.status, run.detail = stopped.stop_status, stopped.stop_detail
-            write_hparams(run.path, record, {"val_accuracy": hist["val_accuracy"].iloc[-1] if len(hist) else None})
-            return runs_dir / run_name
-        if not final_loss <= divergence_threshold(data.num_classes):
-            # TerminateOnNaN or StopOnDivergence stopped it: record it as diverged, evaluate nothing.
-            run.status = "diverged"
-            run.detail = (f"training loss {final_loss:.4g} after epoch {len(hist) or 1} with "
-                          f"learning_rate={config.learning_rate}; lower learning_rate")
-            write_hparams(run.path, record, {})
-            return runs_dir / run_name
-        epochs_trained = len(hist) - resumed_from_epoch
-        metrics = evaluate_and_record(model, data, config, run.path, test_ds, hist, train_seconds, {
-            "epochs_run": len(hist), "resumed_from_epoch": resumed_from_epoch,
-            "epochs_trained_here": epochs_trained, "replicas": resolved["replicas"],
-            # Steps of this process only: a resumed run's earlier epochs ran elsewhere.
-            "images_per_second": round(steps_per_epoch * config.batch_size * epochs_trained / train_seconds, 1),
-            **extra_metrics})
-        write_hparams(run.path, record, {k: metrics[k] for k in ("test_accuracy", "val_accuracy",
-                                                                  "best_val_accuracy", "train_seconds")})
-    return runs_dir / run_name
+    run = prepare(config, runs_dir, run_name, data)
+    with open_run(run.runs_dir, run.name) as folder, backup_dir(run.runs_dir, run.record["config_hash"], run.name) as state:
+        write_json(folder.path / "config.json", run.record)
+        model, resumed_from_epoch, extra_metrics = start(run, folder.path, state)
+        fitted = fit(model, run, folder.path, state, resumed_from_epoch, callbacks)
+        metrics = conclude(model, run, folder, fitted, extra_metrics)
+        write_hparams(folder.path, run.record, metrics)
+    return run.path
 
 
 def write_hparams(run_path: Path, record: dict, metrics: dict) -> None:
     """TensorBoard's HParams record of the run in `run_path/tensorboard/`: every setting as it ran
-    (the seed left out) with the variant's hash as `trial_id`, so the seeds of one variant form one
-    group in `tensorboard --logdir runs`, and the final metrics as scalars."""
+    (the seed left out; models_from as one string) and the model's fingerprint, with the variant's
+    hash as `trial_id`, so the seeds of one variant form one group in `tensorboard --logdir runs`,
+    and the final metrics as scalars."""
     from tensorboard.plugins.hparams import api as hp
 
     from mnistlab.config import effective
 
     settings = effective(TrainConfig(**record["config"]), record["resolved"])
-    hparams = {k: ("None" if v is None else v) for k, v in settings.items() if k not in ("seed", "verbose")}
+    hparams = {k: ("None" if v is None else ",".join(v) if isinstance(v, (list, tuple)) else v)
+               for k, v in settings.items() if k not in ("seed", "verbose")}
+    hparams["fingerprint"] = (record.get("model") or {}).get("fingerprint") or "None"
     with tf.summary.create_file_writer(str(run_path / "tensorboard")).as_default():
         hp.hparams(hparams, trial_id=record["variant_hash"])
         for name, value in metrics.items():
@@ -324,12 +373,18 @@ def write_hparams(run_path: Path, record: dict, metrics: dict) -> None:
                 tf.summary.scalar(name, float(value), step=0)
 
 
-def evaluate_and_record(model: keras.Model, data: MnistData, config: TrainConfig, run_path: Path,
-                        test_ds, hist, train_seconds: float, extra: dict) -> dict:
+def evaluate_and_record(model: keras.Model, run: Run, run_path: Path, hist: pd.DataFrame, train_seconds: float,
+                        extra: dict) -> dict:
     """Last stage: test loss and accuracy, metrics.json, curves.png, the evaluation files and
-    model.keras (which takes raw pixels: it scores the same accuracy on the IDX test images)."""
+    model.keras (raw pixels in, probabilities out, loadable without mnistlab: it scores the same
+    accuracy on the IDX test images)."""
+    data = run.data
+    test_ds = create_eval_ds(data.x_test, data.y_test, run.config.batch_size)
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    outputs = get_entry(run.config.model).outputs
     probabilities = model.predict(test_ds, verbose=0)
+    if outputs == "logits":
+        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(probabilities.astype(np.float32), axis=-1))
     metrics = {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
@@ -344,7 +399,7 @@ def evaluate_and_record(model: keras.Model, data: MnistData, config: TrainConfig
     fig = plot_curves(hist, title=title, path=run_path / "curves.png")
     plt.close(fig)
     write_evaluation(run_path, data.x_test, data.y_test, probabilities, data.class_names, title)
-    model.save(run_path / "model.keras")
+    saved_form(model, outputs).save(run_path / "model.keras")
     return metrics
 
 
@@ -352,10 +407,12 @@ def train_or_reuse(config: TrainConfig, runs_dir: str | os.PathLike | None = Non
                    data: MnistData | None = None) -> tuple[Path, bool]:
     """A completed run of exactly `config` (same config hash) in `runs_dir`, or a new one trained
     now. Returns (run folder, whether it was reused)."""
+    from mnistlab.task import run_state
+
     runs_dir = resolve_runs_dir(runs_dir)
-    name = completed_runs_by_hash(runs_dir).get(machine.planned_hash(config))
-    if name is not None:
-        return runs_dir / name, True
+    state, existing = run_state(config, runs_dir)
+    if state == "completed":
+        return runs_dir / existing, True
     return train_and_evaluate(config, runs_dir, data=data), False
 
 
@@ -363,19 +420,25 @@ def rerun(run_dir: str | os.PathLike, run_name: str | None = None, verbose: int 
     """Train again with the settings recorded in `run_dir/config.json` (as they ran: the
     resolved precision, threads and oneDNN operations), into the same runs folder.
 
-    The data must be the data the run recorded: a digest that differs raises ValueError
-    before training. Returns the new run folder.
+    A model of the user's is imported from the file the run recorded; the file, and the data,
+    must be what the run recorded: a SHA-256 that differs raises ValueError naming both digests
+    and the fix, before training. Returns the new run folder.
     """
-    import dataclasses
-
     from mnistlab.config import config_from_record
+    from mnistlab.registry import load_models_from
     from mnistlab.runs import read_json
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir} holds no config.json: not a run folder")
     recorded = read_json(run_dir / "config.json")
-    config = config_from_record(recorded.get("config"))
+    settings = recorded.get("config")
+    origin = (recorded.get("model") or {}).get("origin") or {}
+    if isinstance(settings, dict) and origin.get("kind") == "file":
+        given, path = str(origin.get("given")), str(origin.get("path"))
+        check_model_file(given, path, origin.get("sha256"), run_dir)
+        load_models_from([given], locations={given: path})
+    config = config_from_record(settings)
     resolved = {"onednn_ops": machine.recorded_onednn_ops(recorded), **(recorded.get("resolved") or {})}
     config = dataclasses.replace(config, verbose=verbose, **{k: resolved[k] for k in ("precision", "threads", "onednn_ops")
                                                              if k in resolved})
@@ -387,3 +450,19 @@ def rerun(run_dir: str | os.PathLike, run_name: str | None = None, verbose: int 
     if changed:
         raise ValueError(f"the data differ from the run's: {', '.join(changed)} have other SHA-256 digests")
     return train_and_evaluate(config, run_dir.parent, run_name=run_name, data=data)
+
+
+def check_model_file(given: str, path: str, recorded_sha256: str | None, run_dir: Path) -> None:
+    """Raise ValueError, naming both digests and the fix, if the model file a run recorded is
+    gone or no longer what it was when the run trained."""
+    import hashlib
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{run_dir.name} trained a model from {given} ({path}), which is not there any more; "
+                         "restore the file at that path to rerun it")
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    if digest != recorded_sha256:
+        raise ValueError(f"{given} changed since {run_dir.name} trained: its SHA-256 is {digest} now, the run recorded "
+                         f"{recorded_sha256}; restore the file as it was (e.g. git checkout <commit> -- {given}) to "
+                         f"rerun the run, or train the changed model anew (train --models-from {given} --model ...)")

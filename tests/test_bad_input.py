@@ -88,7 +88,7 @@ def test_rerun_checks_the_folder_before_anything(tmp_path, capsys):
 def test_compare_with_every_run_diverged(tmp_path, tiny_data):
     import papermill as pm
 
-    from mnistlab.engine import execute_notebook
+    from mnistlab.task import execute_notebook
 
     train_and_evaluate(make_config("mlp", epochs=3, batch_size=32, learning_rate=10.0, verbose=0), tmp_path / "runs",
                        data=tiny_data)

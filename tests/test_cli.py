@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mnistlab.recipes import MODEL_NAMES
+from mnistlab.zoo import ZOO_MODELS
 
 pytestmark = pytest.mark.slow  # subprocesses, notebooks or Dask
 
@@ -26,8 +26,10 @@ def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:
 def test_models_lists_the_zoo_with_real_schedules():
     out = run_cli("models")
     assert out.returncode == 0
-    lines = out.stdout.splitlines()[1:]
-    assert [line.split()[0] for line in lines] == list(MODEL_NAMES)
+    assert out.stdout.splitlines()[0] == "mnistlab's zoo:"
+    lines = out.stdout.splitlines()[2:]
+    assert [line.split()[0] for line in lines] == list(ZOO_MODELS)
+    lines = [line.strip() for line in lines]
     dropout_mlp = next(line for line in lines if line.startswith("dropout_mlp"))
     assert "0.01 x 0.6^epoch (staircase)" in dropout_mlp
     assert "auto" in next(line for line in lines if line.startswith("bn_cnn"))

@@ -4,13 +4,15 @@ another working directory), as on a user's cluster."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pandas as pd
 import pytest
 
-from mnistlab.batch import run_all
+from mnistlab.run_all import run_all
 from mnistlab.cluster import ProcessCluster
+from mnistlab.data import PROJECT_DIR
 from mnistlab.sweep import run_sweep
 
 pytestmark = pytest.mark.slow
@@ -48,3 +50,17 @@ def test_run_all_and_a_sweep_on_a_cluster_started_apart(tmp_path, client_env, ca
                            runs_dir=client_env, scheduler=cluster.address, log_output=False)
         table = pd.read_csv(folder / "sweep.csv")
         assert (table.status == "completed").sum() == 2  # the recipe's point and one trial
+
+        # A model file only the client has: shipped to the workers, which train from their copy.
+        client_only = tmp_path / "client-only"
+        client_only.mkdir()
+        models_file = client_only / "lenet5.py"
+        models_file.write_text((PROJECT_DIR / "examples" / "lenet5.py").read_text())
+        run_all(["lenet5"], runs_dir=client_env, epochs=1, limit=3000, scheduler=cluster.address, log_output=False,
+                models_from=[str(models_file)])
+        (run,) = client_env.glob("lenet5-*")
+        origin = json.loads((run / "config.json").read_text())["model"]["origin"]
+        assert origin["given"] == str(models_file) and origin["path"] != str(models_file)
+        assert "mnistlab-models" in origin["path"]  # the worker's copy
+        assert origin["sha256"] == hashlib.sha256(models_file.read_bytes()).hexdigest()
+        assert json.loads((run / "status.json").read_text())["status"] == "completed"

@@ -11,9 +11,10 @@ import pytest
 
 from mnistlab.config import (FIELDS, TrainConfig, check_run_name, config_from_record, config_hash, describe_schedule,
                              describe_variant, make_config, variant_hash)
-from mnistlab.recipes import ARTICLE_RECIPES, RECIPES
+from mnistlab.registry import REGISTRY
 
 RESOLVED = {"precision": "float32", "threads": 2, "onednn_ops": True}
+ARCHITECTURE = {"fingerprint": "0123456789abcdef", "file_sha256": None}
 
 
 def test_recipe_defaults():
@@ -28,10 +29,9 @@ def test_recipe_defaults():
 
 
 def test_recipes_name_only_config_fields():
-    for table in (RECIPES, ARTICLE_RECIPES):
-        for model, overrides in table.items():
-            assert set(overrides) <= set(FIELDS), model
-    assert set(RECIPES) == set(ARTICLE_RECIPES)
+    for name, entry in REGISTRY.items():
+        for recipe in ("mnistlab", "article"):
+            assert set(entry.recipe_for(recipe)) <= set(FIELDS) - {"model", "seed", "recipe", "models_from"}, name
 
 
 def test_article_recipe():
@@ -64,7 +64,7 @@ def test_strings_from_papermill_are_converted():
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(ValueError, match=r"Unknown config key\(s\) 'epoch'; known keys: model, recipe, dataset"):
+    with pytest.raises(ValueError, match=r"Unknown config key\(s\) 'epoch'; known keys: model, recipe, models_from, dataset"):
         make_config("slp", epoch=3)
 
 
@@ -94,7 +94,7 @@ def test_unknown_key_is_named():
     ({"shift_pixels": -1}, "shift_pixels must be 0 (off) or up to 13 pixels, got -1"),
     ({"shift_pixels": 14}, "shift_pixels must be 0 (off) or up to 13 pixels, got 14"),
     # slp has no BatchNorm: a momentum for it would be recorded but change nothing.
-    ({"batch_norm_momentum": 0.9}, "batch_norm_momentum applies only to the models with BatchNormalization"),
+    ({"batch_norm_momentum": 0.9}, "batch_norm_momentum applies only to the models whose builder takes it"),
     # Inconsistent pairs name both keys.
     ({"limit": 100}, "batch_size=128 is larger than the 100 training images left by limit=100"),
     ({"early_stopping_patience": 2, "validation_size": 0},
@@ -136,7 +136,7 @@ def test_plain_run_name_is_accepted():
 
 def test_every_result_setting_changes_the_hash():
     config = make_config("cnn")
-    base = config_hash(config, RESOLVED)
+    base = config_hash(config, RESOLVED, ARCHITECTURE)
     changed = {"recipe": "article", "dataset": "fashion_mnist", "epochs": 4, "batch_size": 64,
                "learning_rate": 0.01, "lr_schedule": "constant", "lr_decay": 0.5, "lr_warmup_fraction": 0.2,
                "optimizer": "adadelta", "seed": 1, "validation_size": 100, "limit": 1000, "l1": 0.1, "l2": 0.1,
@@ -145,33 +145,41 @@ def test_every_result_setting_changes_the_hash():
                "batch_norm_momentum": 0.5, "model": "cnn_linear"}
     for key, value in changed.items():
         other = dataclasses.replace(config, **{key: value})
-        assert config_hash(other, RESOLVED) != base, key
+        assert config_hash(other, RESOLVED, ARCHITECTURE) != base, key
     # Machine-dependent settings count as they ran, not as requested.
-    assert config_hash(config, {**RESOLVED, "threads": 1}) != base
-    assert config_hash(config, {**RESOLVED, "precision": "mixed_bfloat16"}) != base
-    assert config_hash(dataclasses.replace(config, precision="float32"), RESOLVED) == base
-    assert config_hash(config, {**RESOLVED, "onednn_ops": False}) != base
-    assert config_hash(dataclasses.replace(config, onednn_ops=True), RESOLVED) == base
+    assert config_hash(config, {**RESOLVED, "threads": 1}, ARCHITECTURE) != base
+    assert config_hash(config, {**RESOLVED, "precision": "mixed_bfloat16"}, ARCHITECTURE) != base
+    assert config_hash(dataclasses.replace(config, precision="float32"), RESOLVED, ARCHITECTURE) == base
+    assert config_hash(config, {**RESOLVED, "onednn_ops": False}, ARCHITECTURE) != base
+    assert config_hash(dataclasses.replace(config, onednn_ops=True), RESOLVED, ARCHITECTURE) == base
     # Shown not to change results (tests/test_schedules.py): left out.
     for key, value in {"verbose": 0, "steps_per_execution": 1}.items():
-        assert config_hash(dataclasses.replace(config, **{key: value}), RESOLVED) == base, key
-    assert set(changed) | {"verbose", "steps_per_execution", "precision", "threads", "onednn_ops"} == set(FIELDS)
+        assert config_hash(dataclasses.replace(config, **{key: value}), RESOLVED, ARCHITECTURE) == base, key
+    # The architecture: a changed builder (fingerprint) or model file (digest) is a new config.
+    assert config_hash(config, RESOLVED, {**ARCHITECTURE, "fingerprint": "fedcba9876543210"}) != base
+    assert config_hash(config, RESOLVED, {**ARCHITECTURE, "file_sha256": "ab" * 32}) != base
+    # Where a model file is found is not what it holds: models_from is left out (its digest counts).
+    assert config_hash(dataclasses.replace(config, models_from=("elsewhere.py",)), RESOLVED, ARCHITECTURE) == base
+    assert set(changed) | {"verbose", "steps_per_execution", "precision", "threads", "onednn_ops",
+                           "models_from"} == set(FIELDS)
 
 
 def test_seeds_of_a_variant_share_its_hash_and_label():
     a, b = make_config("mlp", seed=0, epochs=3), make_config("mlp", seed=1, epochs=3)
-    assert variant_hash(a, RESOLVED) == variant_hash(b, RESOLVED)
-    assert config_hash(a, RESOLVED) != config_hash(b, RESOLVED)
-    assert describe_variant(a, RESOLVED) == "mlp[epochs=3]"
-    assert describe_variant(make_config("mlp"), RESOLVED) == "mlp"
+    assert variant_hash(a, RESOLVED, ARCHITECTURE) == variant_hash(b, RESOLVED, ARCHITECTURE)
+    assert config_hash(a, RESOLVED, ARCHITECTURE) != config_hash(b, RESOLVED, ARCHITECTURE)
+    assert describe_variant(a) == "mlp[epochs=3]"
+    assert describe_variant(make_config("mlp")) == "mlp"
     # TensorFlow's oneDNN operations change round-off, not the experiment (like threads).
-    assert variant_hash(a, {**RESOLVED, "onednn_ops": False}) == variant_hash(a, RESOLVED)
-    assert describe_variant(make_config("mlp", onednn_ops=False), {**RESOLVED, "onednn_ops": False}) == "mlp"
-    assert describe_variant(make_config("mlp", recipe="article"), RESOLVED) == "mlp[recipe=article]"
-    # A recipe's "auto" precision is float32 unless it ran in bfloat16.
-    assert describe_variant(make_config("bn_cnn"), RESOLVED) == "bn_cnn"
-    assert describe_variant(make_config("bn_cnn"), {**RESOLVED, "precision": "mixed_bfloat16"}) == \
-        "bn_cnn[precision=mixed_bfloat16]"
+    assert variant_hash(a, {**RESOLVED, "onednn_ops": False}, ARCHITECTURE) == variant_hash(a, RESOLVED, ARCHITECTURE)
+    assert describe_variant(make_config("mlp", onednn_ops=False)) == "mlp"
+    assert describe_variant(make_config("mlp", recipe="article")) == "mlp[recipe=article]"
+    # The label is what the user asked for: a recipe's "auto" precision is no change, whatever
+    # the machine resolved it to (that stays apart in the hash); asking for float32 is one.
+    assert describe_variant(make_config("bn_cnn")) == "bn_cnn"
+    assert variant_hash(make_config("bn_cnn"), {**RESOLVED, "precision": "mixed_bfloat16"}, ARCHITECTURE) != \
+        variant_hash(make_config("bn_cnn"), RESOLVED, ARCHITECTURE)
+    assert describe_variant(make_config("bn_cnn", precision="float32")) == "bn_cnn[precision=float32]"
 
 
 def test_schedules_in_words():

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnistlab.models import MODELS, FusedBatchNormalization, all_layers, build_model, shift_layers
+from mnistlab.models import FusedBatchNormalization, all_layers, build_model, shift_layers
+from mnistlab.registry import get_entry
+from mnistlab.zoo import ZOO_MODELS
 
 # Numerics that depend on the CPU's instruction set: CI runs these again under ONEDNN_MAX_CPU_ISA=AVX2.
 pytestmark = pytest.mark.isa
@@ -33,16 +35,10 @@ EXPECTED_PARAMS = {
 
 
 def test_every_model_has_an_expected_count():
-    assert set(EXPECTED_PARAMS) == set(MODELS)
+    assert set(EXPECTED_PARAMS) == set(ZOO_MODELS)
 
 
-def test_registry_and_recipes_name_the_same_models():
-    from mnistlab.recipes import MODEL_NAMES
-
-    assert tuple(MODELS) == MODEL_NAMES
-
-
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", ZOO_MODELS)
 def test_model_takes_raw_pixels(name):
     model = build_model(name)
     assert not model.compiled
@@ -54,7 +50,8 @@ def test_model_takes_raw_pixels(name):
     # uint8 and float32 raw pixels give the same; the builder's model on [0, 1] images agrees.
     np.testing.assert_allclose(model.predict(pixels.astype(np.float32), verbose=0), probs, atol=1e-6)
     assert model.count_params() == EXPECTED_PARAMS[name]
-    assert MODELS[name].__doc__ and "parameters" in MODELS[name].__doc__
+    builder = get_entry(name).build_fn()
+    assert builder.__doc__ and "parameters" in builder.__doc__
 
 
 def test_normalize_false_feeds_raw_pixels():
@@ -130,10 +127,11 @@ def test_augmented_ae_classifier_keeps_its_autoencoder_reachable():
 
 
 def test_model_groups_expand_in_order_without_duplicates():
-    from mnistlab.recipes import CORE_MODELS, expand_model_names
+    from mnistlab.registry import expand_model_names
+    from mnistlab.zoo import CORE_MODELS
 
     assert expand_model_names(None) == expand_model_names("") == list(CORE_MODELS)
-    assert expand_model_names("all") == list(MODELS)
+    assert expand_model_names("all") == list(ZOO_MODELS)
     assert expand_model_names("bn_cnn, core") == ["bn_cnn", "slp", "mlp", "dropout_mlp", "cnn", "cnn_linear"]
     assert expand_model_names(["pool_cnn", "pool_cnn"]) == ["pool_cnn"]
     with pytest.raises(ValueError, match=r"No model named 'cor' found; .*groups: core, all"):
@@ -181,11 +179,11 @@ def test_fused_batch_norm_in_bn_cnn_saves_and_loads(tmp_path):
 
 
 def test_batch_norm_models_are_the_ones_with_batch_norm():
-    from mnistlab.recipes import BATCH_NORM_MODELS
-
-    with_batch_norm = {name for name in MODELS if any(
+    # The registry passes batch_norm_momentum to exactly the builders with BatchNormalization.
+    with_batch_norm = {name for name in ZOO_MODELS if any(
         isinstance(layer, keras.layers.BatchNormalization) for layer in all_layers(build_model(name)))}
-    assert with_batch_norm == set(BATCH_NORM_MODELS)
+    assert with_batch_norm == {name for name in ZOO_MODELS
+                               if "batch_norm_momentum" in get_entry(name).builder_settings}
 
 
 @pytest.mark.parametrize("name", ["bn_cnn", "speedrun"])

@@ -9,8 +9,8 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from mnistlab.batch import run_all
-from mnistlab.engine import NOTEBOOKS_DIR, execute_notebook
+from mnistlab.run_all import run_all
+from mnistlab.task import NOTEBOOKS_DIR, execute_notebook
 
 pytestmark = pytest.mark.slow  # subprocesses, notebooks or Dask
 
@@ -116,3 +116,21 @@ def test_tuning_study_notebook(tmp_path, real_data_dir, monkeypatch):
     # Executed again, it reuses every completed step instead of training it again.
     execute_notebook("tuning_study.ipynb", tmp_path / "again.ipynb", parameters, log_output=False)
     assert trained() == runs
+
+
+def test_your_model_notebook(tmp_path, real_data_dir, monkeypatch):
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
+    out = execute_notebook("your_model.ipynb", tmp_path / "your_model.ipynb", log_output=False,
+                           parameters={"seeds": 1, "epochs": 1, "limit": 300, "runs_dir": str(tmp_path / "runs")})
+    nb = nbformat.read(out, as_version=4)
+    text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
+    # The model of a cell trains in the kernel ...
+    (cell_run,) = (tmp_path / "runs" / "in-this-kernel").glob("my_cnn-*")
+    record = json.loads((cell_run / "config.json").read_text())
+    assert record["model"]["origin"] == {"kind": "session"} and (cell_run / "model.keras").is_file()
+    # ... and is refused by run-all with the fix; the example file's model is compared with bn_cnn.
+    assert "model 'my_cnn' was registered in this Python session" in text and "--models-from FILE" in text
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "runs").glob("*-2*")) == ["bn_cnn", "lenet5"]
+    lenet = json.loads(next((tmp_path / "runs").glob("lenet5-*/config.json")).read_text())
+    assert lenet["model"]["origin"]["path"].endswith("examples/lenet5.py") and lenet["model"]["params"] == 61_706
+    assert "Best: " in text and "lenet5" in text and "image/png" in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mnistlab.batch import run_all
+from mnistlab.run_all import run_all
 
 
 def test_workers_must_be_positive(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnistlab.batch import run_all
+from mnistlab.run_all import run_all
 from mnistlab.config import make_config
 from mnistlab.data import IMAGES_MAGIC, LABELS_MAGIC, DataError, parse_idx, read_idx_file
 from mnistlab.results import load_model, load_runs

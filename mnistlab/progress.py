@@ -1,0 +1,105 @@
+"""The console of a plan of runs (run-all, sweeps): a line when each run starts, its result when it
+ends, and the runs done, failed and left with the time elapsed and left. The time left comes from
+what each planned run costs (its epochs and images times its model's FLOPs per image, from the
+architecture record), priced by the runs of the plan that have finished: wall seconds = the time
+around a run + FLOPs / the rate training reached."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from mnistlab.config import TrainConfig, train_images
+from mnistlab.task import Outcome, Task, result_text
+
+TEST_IMAGES = 10_000
+
+
+def planned_flops(config: TrainConfig, flops_per_image: float) -> float:
+    """FLOPs a run of `config` spends: forward and backward (3x forward) over its training images
+    each epoch, a forward pass over its validation images each epoch, and one over the test set."""
+    val = min(config.validation_size, config.limit or config.validation_size)
+    test = min(TEST_IMAGES, config.limit or TEST_IMAGES)
+    return flops_per_image * (config.epochs * (3 * train_images(config) + val) + test)
+
+
+def minutes(seconds: float) -> str:
+    """"4 min 05 s", or "12 s" under a minute."""
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+class TimeLeft:
+    """Seconds left of a plan from what each run costs. `cost(task)` gives a task's FLOPs; each
+    finished run adds (its FLOPs, its training seconds, its wall seconds). The training seconds of
+    a run are fitted as a + FLOPs / rate over the finished runs (least squares; one run gives the
+    rate alone), and the time around a run (kernel start, data, evaluation, saving) is the mean of
+    wall minus training seconds. Before any run has finished there is no estimate (None)."""
+
+    def __init__(self, cost: Callable[[Task], float]):
+        self.cost = cost
+        self.finished: list[tuple[float, float, float]] = []  # (flops, train seconds, wall seconds)
+
+    def add(self, task: Task, outcome: Outcome) -> None:
+        if outcome.state == "trained" and outcome.metrics and outcome.seconds:
+            self.finished.append((self.cost(task), float(outcome.metrics["train_seconds"]), outcome.seconds))
+
+    def seconds(self, tasks: list[Task], extra_runs: int = 0) -> float | None:
+        """Estimated seconds of `tasks` plus `extra_runs` runs' worth of time around a run (the
+        comparison notebook at the end)."""
+        if not self.finished:
+            return None
+        flops, train, wall = (np.array(column, dtype=float) for column in zip(*self.finished))
+        around = float(np.mean(np.maximum(wall - train, 0.0)))
+        if len(self.finished) >= 2 and np.ptp(flops) > 0:
+            slope, intercept = np.polyfit(flops, train, 1)
+            if slope <= 0 or intercept < 0:  # noise on runs of similar cost: fall back to a rate through 0
+                slope, intercept = train.sum() / flops.sum(), 0.0
+        else:
+            slope, intercept = train.sum() / max(flops.sum(), 1.0), 0.0
+        return sum(intercept + slope * self.cost(task) + around for task in tasks) + extra_runs * around
+
+
+class Progress:
+    """Prints a plan's console lines. `total`: the runs planned; `describe_result(outcome)`: the
+    text of a finished run's result (default: test accuracy and training seconds)."""
+
+    def __init__(self, total: int, time_left: TimeLeft | None = None,
+                 describe_result: Callable[[Outcome], str] | None = None, rerun_hint: str = "FORCE=1 re-runs it",
+                 extra_runs: int = 1):
+        self.total, self.time_left, self.rerun_hint, self.extra_runs = total, time_left, rerun_hint, extra_runs
+        self.describe_result = describe_result or (lambda outcome: result_text(outcome.metrics))
+        self.start = time.perf_counter()
+        self.started, self.done, self.failed, self.skipped = 0, 0, 0, 0
+
+    def run_started(self, task: Task) -> None:
+        self.started += 1
+        print(f"[{self.started}/{self.total}] {task.label}  ({task.run_name})", flush=True)
+
+    def run_finished(self, task: Task, outcome: Outcome, remaining: list[Task], parallel: bool = False) -> None:
+        if self.time_left is not None:
+            self.time_left.add(task, outcome)
+        where = f" on {outcome.where}" if parallel and outcome.where else ""
+        if outcome.state == "skipped":
+            self.skipped += 1
+            print(f"    skip {task.label}: completed as {outcome.run_dir.rsplit('/', 1)[-1]} ({self.rerun_hint})",
+                  flush=True)
+            return
+        if outcome.state == "trained" and outcome.status == "completed":
+            self.done += 1
+            print(f"    {self.describe_result(outcome)}, {outcome.run_dir}", flush=True)
+            head = f"finished {task.run_name}{where}"
+        elif outcome.state == "trained" and outcome.status == "pruned":
+            self.done += 1
+            print(f"    pruned: {outcome.detail}", flush=True)
+            head = f"pruned {task.run_name}{where}"
+        else:
+            self.failed += 1
+            head = f"FAILED {outcome.detail if outcome.state != 'trained' else f'{task.run_name}: {outcome.status}: {outcome.detail}'}"
+        elapsed = time.perf_counter() - self.start
+        left = len(remaining)
+        estimate = self.time_left.seconds(remaining, self.extra_runs) if self.time_left is not None else None
+        tail = f"~{minutes(estimate)} left" if estimate is not None else "time left unknown"
+        print(f"{head}; {self.done} done, {self.failed} failed, {left} left; {minutes(elapsed)} elapsed, {tail}",
+              flush=True)

@@ -1,0 +1,121 @@
+"""run-all (`make run-all`): plan every model and seed as one complete, validated config each,
+check the builders, run the plan through train_model.ipynb (mnistlab.executor), then the
+comparison notebook; skipped runs, failures and the comparison's own status counted apart."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from pathlib import Path
+
+from mnistlab.config import TrainConfig, check_overrides, make_config
+from mnistlab.executor import Executor, run_tasks
+from mnistlab.machine import available_cores
+from mnistlab.progress import Progress, TimeLeft, planned_flops
+from mnistlab.registry import FIX_MODELS_FROM, expand_model_names, get_entry, load_models_from
+from mnistlab.runs import check_writable, new_run_name, resolve_runs_dir, write_json
+from mnistlab.task import Task, check_kernel, execute_notebook, run_log
+
+# Keys run-all sets itself, per run: an override of them would make every run the same.
+PLAN_KEYS = ("model", "seed")
+
+
+def plan_runs(models, seeds: int, workers: int = 1, scheduler: str | None = None, **overrides) -> list[TrainConfig]:
+    """The validated config of every run of a batch: each model of `models` (names or groups)
+    with seeds 0..seeds-1 and `overrides` (any config key but model and seed; `models_from` names
+    the user's model files or modules). With `workers` > 1 on this machine, each run gets
+    `threads` = cores / workers unless the overrides set it. A model registered in this session
+    only (a notebook cell) cannot travel to the notebooks that train it and is refused, as is a
+    builder that breaks the contract (mnistlab.architecture). Raises ValueError naming the first
+    bad model, key or value, before any work."""
+    from mnistlab.architecture import describe
+
+    for key, value in (("seeds", seeds), ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    for key in PLAN_KEYS:
+        if key in overrides:
+            raise ValueError(f"{key} is set per run by run-all; use --models for models and --seeds N "
+                             f"for seeds 0..N-1, not --set {key}=...")
+    load_models_from(check_overrides(overrides).get("models_from", ()))
+    models = expand_model_names(models)
+    for model in models:
+        entry = get_entry(model)
+        if not entry.portable:
+            raise ValueError(f"model {model!r} was registered in this Python session (a notebook cell), which the "
+                             f"notebooks run-all executes cannot import; {FIX_MODELS_FROM}")
+    if workers > 1 and not scheduler and overrides.get("threads") is None:
+        overrides["threads"] = max(1, available_cores() // workers)
+    plan = [make_config(model, seed=seed, **overrides) for model in models for seed in range(seeds)]
+    for config in plan:
+        describe(config)  # each builder called and checked once, before any run starts
+    return plan
+
+
+def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str | os.PathLike | None = None,
+            log_output: bool = True, force: bool = False, workers: int = 1, scheduler: str | None = None,
+            verbose: bool = False, **overrides) -> Path:
+    """Train every model of `models` (names or groups, see mnistlab.registry.expand_model_names;
+    default: the "core" comparison) `seeds` times via train_model.ipynb, then execute
+    compare_runs.ipynb. `overrides` (epochs, limit, recipe, models_from, ...) apply to every run.
+
+    Every config is validated, and every builder checked, before the first notebook starts, so a
+    bad parameter costs no training time; the notebook trains exactly the config planned here.
+    Incremental: where a run starts, a config (by config hash) that already has a completed run
+    in `runs_dir` is skipped unless `force`, and one another process is training is left to it;
+    an interrupted run resumes from its backup. A run whose notebook fails does not stop the
+    others; the failures are raised together (as RuntimeError, each with its cell's error) after
+    the comparison has been written.
+
+    Parallel: `workers` > 1 runs that many notebooks at once on a Dask LocalCluster (one
+    process each, TensorFlow limited to cores / workers threads per run); `scheduler`
+    ("tcp://host:port") sends them to an existing Dask cluster whose workers can import
+    mnistlab and see `runs_dir` (the model files are shipped to them). Returns the executed
+    comparison notebook's path.
+
+    The console shows a line per run, its epoch lines (not with `log_output=False`) and its
+    result, the progress with the time elapsed and left, and at the end the comparison table;
+    everything else (TensorFlow's and the kernel's logs, papermill's) goes to each run's
+    train.log (`verbose`: to the console too).
+    """
+    from mnistlab.architecture import describe
+
+    plan = plan_runs(models, seeds, workers, scheduler, **overrides)
+    runs_dir = resolve_runs_dir(runs_dir)
+    check_writable(runs_dir)
+    check_kernel()
+    start = time.perf_counter()
+    tasks = [Task(new_run_name(config.model), config, f"{config.model} seed {config.seed}") for config in plan]
+    progress = Progress(len(tasks), TimeLeft(lambda task: planned_flops(
+        task.config, describe(task.config)["flops_per_image"])))
+    sources = [source for config in plan for source in config.models_from]
+    with Executor(runs_dir, workers, scheduler, log_output, dataset=plan[0].dataset, verbose=verbose,
+                  force=force, models_from=sources) as executor:
+        outcomes = [outcome for _, outcome in run_tasks(executor, tasks, progress)]
+    failures = [o.detail for o in outcomes if o.state in ("failed", "locked")
+                or (o.state == "trained" and o.status != "completed")]
+    output = runs_dir / "compare_runs.ipynb"
+    comparison = None
+    try:
+        with run_log(runs_dir / "compare_runs.log", echo=False, echo_all=verbose):
+            execute_notebook("compare_runs.ipynb", output, parameters={"runs_dir": str(runs_dir),
+                                                                       "dataset": plan[0].dataset})
+    except Exception as e:  # noqa: BLE001 -- papermill's error names the failing cell
+        lines = str(e).strip().splitlines()
+        comparison = f"compare_runs.ipynb failed: {lines[-1] if lines else type(e).__name__} (log: {runs_dir / 'compare_runs.log'})"
+    if log_output and comparison is None:
+        from mnistlab.summary import comparison as comparison_table, print_comparison
+
+        print_comparison(comparison_table(runs_dir, plan[0].dataset),
+                         where=f"Report: make report (from {output}); figures and tables: {runs_dir}/*.png, *.csv")
+    skipped = sum(o.state == "skipped" for o in outcomes)
+    write_json(runs_dir / "run_all_timing.json", {
+        "seconds": round(time.perf_counter() - start, 1), "planned": len(plan), "skipped": skipped,
+        "trained": len(outcomes) - skipped - len(failures), "failed": len(failures),
+        "comparison": comparison or "completed", "workers": workers, "scheduler": scheduler,
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
+    if failures or comparison:
+        raise RuntimeError(f"{len(failures)} of {len(plan) - skipped} runs started failed" + (":\n  " if failures else "")
+                           + "\n  ".join(failures) + (f"\n{comparison}" if comparison else ""))
+    return output
