@@ -10,6 +10,8 @@ SEEDS ?= 1
 WORKERS ?= 1
 DASK_SCHEDULER ?=
 MODELS ?=
+# Your own models: a Python file (or module) that calls mnistlab.register_model; comma-separated for several.
+MODELS_FROM ?=
 RECIPE ?=
 # Extra options for `python -m mnistlab run-all`, e.g. RUN_ARGS="--epochs 3".
 RUN_ARGS ?=
@@ -34,10 +36,14 @@ help:
 	@echo "make results-doc  regenerate docs/results.md and docs/accuracy.png from docs/data/"
 	@echo "make setup     create $(VENV), install requirements and the 'mnistlab' Jupyter kernel"
 	@echo "make data      copy MNIST and Fashion-MNIST from DATA_MIRROR ($(DATA_MIRROR)) or download them; verify"
-	@echo "options: ISA=avx2 SEEDS=N MODELS=core|all|a,b RECIPE=mnistlab|article FORCE=1 VERBOSE=1 WORKERS=N DASK_SCHEDULER=tcp://host:port RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
+	@echo "options: ISA=avx2 SEEDS=N MODELS=core|all|a,b MODELS_FROM=my_models.py RECIPE=mnistlab|article FORCE=1 VERBOSE=1 WORKERS=N DASK_SCHEDULER=tcp://host:port RUNS_DIR=dir RUN_ARGS='--epochs 3' DATA_MIRROR=dir"
 	@echo "run-all is incremental: configs with a completed run are skipped (FORCE=1 re-runs), interrupted runs resume"
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/share/jupyter/lab/settings/overrides.json
+
+# JupyterLab opens without its news question, update checks or extension manager (tests/test_browser.py checks it).
+$(VENV)/share/jupyter/lab/settings/overrides.json: notebooks/jupyterlab-overrides.json $(VENV)/.installed
+	@mkdir -p $(@D) && cp $< $@
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@$(PYTHON) -m venv $(VENV)
@@ -55,16 +61,16 @@ data: setup
 	$(PY) -m mnistlab data $(if $(wildcard $(DATA_MIRROR)),--mirror $(DATA_MIRROR))
 
 run-all: setup data
-	$(ISA_ENV) $(PY) -m mnistlab run-all --seeds $(SEEDS) --runs-dir $(RUNS_DIR) --workers $(WORKERS) $(if $(DASK_SCHEDULER),--scheduler $(DASK_SCHEDULER)) $(if $(MODELS),--models $(MODELS)) $(if $(RECIPE),--recipe $(RECIPE)) $(if $(filter 1,$(FORCE)),--force) $(if $(filter 1,$(VERBOSE)),-v) $(RUN_ARGS)
+	$(ISA_ENV) $(PY) -m mnistlab run-all --seeds $(SEEDS) --runs-dir $(RUNS_DIR) --workers $(WORKERS) $(if $(DASK_SCHEDULER),--scheduler $(DASK_SCHEDULER)) $(if $(MODELS),--models $(MODELS)) $(MODELS_FROM_ARGS) $(if $(RECIPE),--recipe $(RECIPE)) $(if $(filter 1,$(FORCE)),--force) $(if $(filter 1,$(VERBOSE)),-v) $(RUN_ARGS)
 
 smoke: setup data
-	$(PY) -m mnistlab run-all --epochs 1 --limit 300 --runs-dir runs/smoke $(if $(MODELS),--models $(MODELS)) $(if $(filter 1,$(FORCE)),--force) $(if $(filter 1,$(VERBOSE)),-v) $(RUN_ARGS)
+	$(PY) -m mnistlab run-all --epochs 1 --limit 300 --runs-dir runs/smoke $(if $(MODELS),--models $(MODELS)) $(MODELS_FROM_ARGS) $(if $(filter 1,$(FORCE)),--force) $(if $(filter 1,$(VERBOSE)),-v) $(RUN_ARGS)
 
 # The default sweep: mlp, learning rate 0.001/0.003/0.01 x batch size 64/128, 2 seeds, 5 epochs,
 # plus the recipe's own setting; two trials at a time.
 SWEEP_ARGS ?= --model mlp --grid learning_rate=0.001,0.003,0.01 --grid batch_size=64,128 --seeds 2 --epochs 5 --workers 2
 sweep: setup data
-	$(PY) -m mnistlab sweep --runs-dir $(RUNS_DIR) $(SWEEP_ARGS)
+	$(PY) -m mnistlab sweep --runs-dir $(RUNS_DIR) $(MODELS_FROM_ARGS) $(SWEEP_ARGS)
 
 # docs/results.md and docs/accuracy.png from the committed data in docs/data/.
 results-doc: setup
@@ -96,6 +102,9 @@ speedrun: setup data
 speedrun-995: setup data
 	$(ISA_ENV) $(PY) -m mnistlab run-all --models speedrun --seeds 3 --epochs 15 --set validation_size=0 \
 		--set shift_pixels=1 --set l2=0.00005 --runs-dir $(RUNS_DIR)/speedrun-995 $(if $(filter 1,$(FORCE)),--force) $(RUN_ARGS)
+
+comma := ,
+MODELS_FROM_ARGS = $(foreach f,$(subst $(comma), ,$(MODELS_FROM)),--models-from $(f))
 
 # ISA=avx2 caps oneDNN at AVX2 (ONEDNN_MAX_CPU_ISA), as on most laptops; bench writes results-avx2.*.
 ISA_ENV = $(if $(filter avx2 AVX2,$(ISA)),ONEDNN_MAX_CPU_ISA=AVX2)
