@@ -167,7 +167,7 @@ def throughput(model_name: str, data, style: str, steps: int, repeats: int, jit_
         if jit_compile:
             model.jit_compile = True
     timer = EpochTimer()
-    model.fit(ds, epochs=repeats + 1, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    model.fit(ds, epochs=repeats + 1, steps_per_epoch=steps, callbacks=[timer], verbose=0, shuffle=False)
     return statistics.median(n * batch / seconds for n, seconds in zip(timer.steps[1:], timer.seconds[1:]))
 
 
@@ -199,7 +199,7 @@ def time_to_targets(model_name: str, data, style: str, targets: tuple[float, ...
     reached: dict[float, tuple[float, int]] = {}
     elapsed = 0.0
     for epoch in range(used.epochs):  # a schedule is defined over its recipe's epochs
-        model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps, callbacks=callbacks + [timer],
+        model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps, callbacks=callbacks + [timer], shuffle=False,
                   verbose=0)
         elapsed += timer.seconds[-1]
         _, accuracy = model.evaluate(x_val, data.y_val, batch_size=512, verbose=0)
@@ -226,10 +226,10 @@ def profile_ops(model_name: str, data, steps: int = 64) -> dict[str, float]:
     model = build(config, "float32")
     compile_model(model, config, steps_per_epoch=steps)
     ds = create_training_ds(data.x_train, data.y_train, config.batch_size, seed=0).repeat()
-    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
-        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
         tf.profiler.experimental.stop()
         space = xplane_pb2.XSpace()
         space.ParseFromString(Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes())
@@ -310,7 +310,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(BENCH_DIR), help="folder for the results files (default: bench/)")
     parser.add_argument("--reference", help=argparse.SUPPRESS)  # internal: the child of reference_figures
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")  # Keras, for tf.data input
     if args.reference:
         Path(args.out).write_text(json.dumps(measure_reference(**json.loads(args.reference))))
         return

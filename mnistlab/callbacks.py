@@ -154,16 +154,17 @@ def prune_on_validation(trial) -> keras.callbacks.Callback:
 
 
 def make_callbacks(config, run_path: Path, state: Path, num_classes: int,
-                   epoch: tf.Variable) -> list[keras.callbacks.Callback]:
+                   epoch: tf.Variable, print_lines: bool = True) -> list[keras.callbacks.Callback]:
     """Every run's callbacks: the epoch's shuffle, stops on NaN or diverged loss, per-epoch
     logging (`state/history_log.csv`, appended across resumptions), Keras' BackupAndRestore
     (`state/keras/`), TensorBoard events under `run_path/tensorboard/`, and early stopping if the
-    config asks for it."""
+    config asks for it. `print_lines`: the epoch lines (verbose=2), unless something else shows
+    the progress (a notebook's live figure)."""
     callbacks = [
         ShuffleEpoch(epoch),
         keras.callbacks.TerminateOnNaN(),
         StopOnDivergence(divergence_threshold(num_classes)),
-        EpochLogs(config.epochs, print_lines=config.verbose == 2),
+        EpochLogs(config.epochs, print_lines=print_lines and config.verbose == 2),
         # Log the epoch before backing it up: a kill in between re-runs (and re-logs) that
         # epoch, and read_history_log keeps the last row of each epoch.
         keras.callbacks.CSVLogger(str(state / "history_log.csv"), append=True),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def _key_values(items: list[str]) -> dict:
@@ -107,7 +108,8 @@ def cmd_run_all(args) -> int:
     from mnistlab.run_all import run_all
 
     run_all(args.models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, workers=args.workers,
-            scheduler=args.scheduler, verbose=args.verbose, **_run_overrides(args))
+            scheduler=args.scheduler, verbose=args.verbose, corruptions=not args.no_corruptions,
+            **_run_overrides(args))
     return 0
 
 
@@ -156,6 +158,27 @@ def cmd_predict(args) -> int:
             warning = f"  (warning: {'; '.join(result['warnings'])})" if result["warnings"] else ""
             print(f"{result['path']}: " + ", ".join(f"{name} {p:.3f}" for name, p in result["top"]) + warning)
     return 1 if any("error" in r for r in results) else 0
+
+
+def cmd_evaluate(args) -> int:
+    from mnistlab.robustness import check_run, evaluate_run, load_suite
+    from mnistlab.runs import read_json
+
+    run_dir = check_run(args.run)  # before any test set is read or made
+    record = read_json(run_dir / "config.json")
+    classes = len(record["data"]["class_names"])
+    suite, test_sets = load_suite(args.test_set, classes, dataset=record["config"].get("dataset", "mnist"))
+    from mnistlab.robustness import LABEL
+
+    label = LABEL if not args.test_set else str(args.test_set)
+    rows = evaluate_run(run_dir, suite, test_sets, label=label)
+    print(f"{label}: {run_dir.name}")
+    for row in rows.itertuples():
+        print(f"  {row.test_set:<16} {row.images:>6} images  accuracy {row.accuracy:.4f}  loss {row.loss:.4f}  "
+              f"ECE {row.ece:.4f}  sha256 {row.sha256[:12]}")
+    print(f"  mean accuracy {rows.accuracy.mean():.4f}; written to {run_dir / 'evaluations.csv'} and "
+          f"{run_dir / 'evaluations' / suite}/")
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -253,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="address of an existing Dask scheduler, tcp://host:port (default: none)")
     run_all.add_argument("--force", action="store_true",
                          help="re-run configs that already have a completed run (default: skip them)")
+    run_all.add_argument("--no-corruptions", action="store_true",
+                         help="do not evaluate the runs on the MNIST-C-style corruptions (default: evaluate "
+                              "every compared MNIST run not yet evaluated on them)")
     run_all.add_argument("-v", "--verbose", action="store_true",
                          help="show every log line on the console too (default: only in each run's train.log)")
     run_all.set_defaults(func=cmd_run_all)
@@ -283,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files, any size, dark-on-light or light-on-dark")
     predict.add_argument("--top", type=int, default=3, help="classes to show per image (default: 3)")
     predict.set_defaults(func=cmd_predict)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a completed run's model on other test sets (default: the "
+                                               "MNIST-C-style corruptions, regenerated); results go into the run folder")
+    evaluate.add_argument("--run", required=True, help="a completed run folder (holding model.keras)")
+    evaluate.add_argument("--test-set", default=None,
+                          help="a folder in the official MNIST-C layout (<corruption>/test_images.npy, "
+                               "test_labels.npy), a folder with an IDX pair (t10k-images-idx3-ubyte[.gz], "
+                               "t10k-labels-idx1-ubyte[.gz]) or an .npz with x_test and y_test (default: the "
+                               "15 MNIST-C-style corruptions, regenerated and cached under the data folder)")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     report = sub.add_parser("report", help="render an executed comparison notebook to HTML, code hidden")
     report.add_argument("--notebook", default="runs/compare_runs.ipynb", help="default: runs/compare_runs.ipynb")
@@ -327,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line, not a traceback
+        message = str(e) or ("interrupted: the run is kept as interrupted; the same command resumes it from its last "
+                             "finished epoch" if args.command in ("train", "rerun")
+                             else "interrupted: what completed is kept; the same command resumes the rest")
+        print(f"\n{message}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, RuntimeError, FileExistsError, FileNotFoundError) as e:
         details = getattr(e, "details", "")
         log = _log_details(args, details) if details else None

@@ -58,6 +58,10 @@ class TrainConfig:
     early_stopping_patience: int = 0  # stop after N epochs without a better val_loss, restore the best (0: off)
     normalize: bool = True  # the model scales pixels to [0, 1]; False feeds raw [0, 255] (tuning study)
     augment: bool = False  # random rotations (±10°), shifts and zooms (±10%) of training images
+    # The shifts people's own digits bring, for training images: thinner and thicker strokes,
+    # rotations, shears, zooms, shifts, elastic deformation and pixel noise (mnistlab.models.
+    # robust_augmentation_layers; the `robust_bn_cnn` recipe). Never MNIST-C's corruptions.
+    robust_augment: bool = False
     # Random translations of training images by whole pixels, up to this many each way (0: none):
     # cheap (no interpolation), unlike `augment`; `make speedrun-995` uses 1.
     shift_pixels: int = 0
@@ -340,6 +344,33 @@ def describe_variant(config: TrainConfig) -> str:
     if config.recipe != TrainConfig.recipe:
         changed.insert(0, f"recipe={config.recipe}")
     return config.model + (f"[{','.join(changed)}]" if changed else "")
+
+
+# The settings a learner reads first, in this order (explain_config).
+HEADLINE_SETTINGS = ("model", "recipe", "dataset", "epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule",
+                     "seed", "validation_size", "limit", "precision")
+
+
+def explain_config(config: TrainConfig, requested: dict | None = None) -> list[dict]:
+    """The config as a learner reads it: the headline settings, then every other setting that
+    differs from TrainConfig's defaults; each with its value and where it comes from ("you" for a
+    key in `requested`, "recipe" for one the model's recipe sets, else "default"). The schedule is
+    written out in words. Rows: {"setting", "value", "from"}."""
+    requested = requested or {}
+    recipe = registry.get_entry(config.model).recipe_for(config.recipe)
+    defaults = TrainConfig()
+    keys = list(HEADLINE_SETTINGS) + [k for k in FIELDS if k not in HEADLINE_SETTINGS
+                                      and getattr(config, k) != getattr(defaults, k)]
+    rows = []
+    for key in keys:
+        value = getattr(config, key)
+        if key == "lr_schedule":
+            value = describe_schedule(config)
+        elif isinstance(value, tuple):
+            value = ", ".join(value) or "-"
+        source = "you" if key in requested else "recipe" if key in recipe else "default"
+        rows.append({"setting": key, "value": str(value), "from": source})
+    return rows
 
 
 def describe_schedule(config: TrainConfig) -> str:

@@ -1,5 +1,6 @@
 """Per-run evaluation artifacts: test-set predictions, confusion matrix, classification report,
-and the most confidently wrong images. scikit-learn computes; seaborn/matplotlib draw."""
+the most confidently wrong images, and calibration (ECE, NLL, Brier, a temperature fitted on the
+validation split, the reliability diagram). scikit-learn computes; seaborn/matplotlib draw."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import seaborn as sns
 from sklearn.metrics import classification_report, confusion_matrix
 
 EVALUATION_FILES = ("predictions.npz", "confusion_matrix.csv", "confusion_matrix.png",
-                    "classification_report.csv", "misclassified.png")
+                    "classification_report.csv", "misclassified.png", "reliability.png")
 
 
 def save_predictions(path: Path, y_true: np.ndarray, probabilities: np.ndarray) -> None:
@@ -67,11 +68,17 @@ def plot_misclassified(x: np.ndarray, y_true: np.ndarray, probabilities: np.ndar
 
 
 def write_evaluation(run_dir: Path, x_test: np.ndarray, y_test: np.ndarray, probabilities: np.ndarray,
-                     class_names, title: str = "") -> None:
-    """Write EVALUATION_FILES into `run_dir` from the test set and the model's probabilities.
+                     class_names, title: str = "", probabilities_val: np.ndarray | None = None,
+                     y_val: np.ndarray | None = None) -> dict:
+    """Write EVALUATION_FILES into `run_dir` from the test set and the model's probabilities, and
+    return the test set's calibration (mnistlab.calibration.calibration_metrics: ece, nll, brier,
+    and with a validation split the temperature fitted on it, ece and nll after it).
 
-    x_test: (N, 28, 28) uint8; y_test: (N,) integer labels; probabilities: (N, C) float.
+    x_test: (N, 28, 28) uint8; y_test: (N,) integer labels; probabilities: (N, C) float;
+    probabilities_val, y_val: the validation split's, (M, C) and (M,), or None.
     """
+    from mnistlab.calibration import apply_temperature, calibration_metrics, plot_reliability, reliability_table
+
     run_dir = Path(run_dir)
     save_predictions(run_dir / "predictions.npz", y_test, probabilities)
     labels = list(range(len(class_names)))
@@ -83,10 +90,18 @@ def write_evaluation(run_dir: Path, x_test: np.ndarray, y_test: np.ndarray, prob
                                    output_dict=True, zero_division=0)
     report.pop("accuracy", None)  # a scalar, not a per-class row; metrics.json has it
     pd.DataFrame(report).T.rename_axis("class").to_csv(run_dir / "classification_report.csv")
+    calibration = calibration_metrics(probabilities, y_test, probabilities_val,
+                                      y_val if probabilities_val is not None else None)
+    tables = {"test set": reliability_table(probabilities, y_test)}
+    if calibration["temperature"] is not None:
+        tables[f"after temperature {calibration['temperature']:.2f} (fitted on validation)"] = reliability_table(
+            apply_temperature(probabilities, calibration["temperature"]), y_test)
     for name, fig in (("confusion_matrix.png", plot_confusion_matrix(cm, class_names, title)),
-                      ("misclassified.png", plot_misclassified(x_test, y_test, probabilities, class_names))):
+                      ("misclassified.png", plot_misclassified(x_test, y_test, probabilities, class_names)),
+                      ("reliability.png", plot_reliability(tables, title=f"Reliability: {title}" if title else ""))):
         fig.savefig(run_dir / name, dpi=100)
         plt.close(fig)
+    return calibration
 
 
 def ensemble(run_dirs) -> dict:

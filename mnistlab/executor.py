@@ -194,6 +194,10 @@ class Executor:
             return task, Outcome("failed", detail=f"{task.run_name}: {type(e).__name__}: {e}")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a plan: its message says what was kept and how to resume."""
+
+
 def run_tasks(executor: Executor, tasks: Iterable[Task], progress: Progress,
               on_outcome: Callable[[Task, Outcome], None] | None = None,
               remaining: Callable[[], list[Task]] | None = None) -> list[tuple[Task, Outcome]]:
@@ -206,6 +210,17 @@ def run_tasks(executor: Executor, tasks: Iterable[Task], progress: Progress,
     source = iter(tasks)
     planned = list(tasks) if isinstance(tasks, list) else None
     finished: list[tuple[Task, Outcome]] = []
+    try:
+        _loop(executor, source, planned, finished, progress, on_outcome, remaining)
+    except KeyboardInterrupt:
+        kept = sum(o.state in ("trained", "skipped") and o.status == "completed" for _, o in finished)
+        raise Interrupted(f"interrupted: {kept} completed run(s) are kept in {executor.runs_dir}; the run in progress "
+                          "is kept as interrupted, and running the same command again resumes it from its last "
+                          "finished epoch and skips the completed ones") from None
+    return finished
+
+
+def _loop(executor, source, planned, finished, progress, on_outcome, remaining) -> None:
     exhausted = False
     while True:
         while not exhausted and executor.in_flight < executor.capacity:
@@ -219,7 +234,7 @@ def run_tasks(executor: Executor, tasks: Iterable[Task], progress: Progress,
             progress.run_started(task)
             executor.submit(task)
         if not executor.in_flight:
-            return finished
+            return
         task, outcome = executor.next_result()
         finished.append((task, outcome))
         if on_outcome is not None:

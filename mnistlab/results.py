@@ -17,7 +17,7 @@ import pandas as pd
 from mnistlab.runs import HISTORY_COLUMNS, TMP_PREFIX, read_json
 
 METRIC_COLUMNS = ["test_accuracy", "test_loss", "val_accuracy", "best_val_accuracy", "params", "train_seconds",
-                  "images_per_second", "epochs_run"]
+                  "images_per_second", "epochs_run", "ece", "nll", "brier", "temperature", "ece_after_temperature"]
 STATUSES = ("completed", "diverged", "pruned", "failed", "interrupted", "incomplete", "unreadable")
 
 
@@ -57,6 +57,7 @@ def _row(run_dir: Path) -> dict:
         "status": status, "epochs": settings.get("epochs"), "batch_size": settings.get("batch_size"),
         "learning_rate": settings.get("learning_rate"), "limit": settings.get("limit"),
         "precision": record.get("resolved", {}).get("precision", settings.get("precision")),
+        "threads": record.get("resolved", {}).get("threads"),
         "reported_accuracy": (record.get("model") or {}).get("reported_accuracy"),
         **{k: metrics.get(k) for k in METRIC_COLUMNS},
         "run_dir": str(run_dir),
@@ -70,9 +71,23 @@ def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
     rows = [_row(d) for d in list_run_dirs(runs_dir)]
     table = pd.DataFrame(rows, columns=list(dict.fromkeys(
         ["run", "model", "variant", "variant_hash", "config_hash", "dataset", "recipe", "seed", "status",
-         "epochs", "batch_size", "learning_rate", "limit", "precision", "reported_accuracy", *METRIC_COLUMNS,
-         "run_dir", "detail"])))
-    return table.astype({"params": "Int64", "epochs_run": "Int64", "seed": "Int64"})
+         "epochs", "batch_size", "learning_rate", "limit", "precision", "threads", "reported_accuracy",
+         *METRIC_COLUMNS, "run_dir", "detail"])))
+    return name_machine_choices(table.astype({"params": "Int64", "epochs_run": "Int64", "seed": "Int64"}))
+
+
+def name_machine_choices(table: pd.DataFrame) -> pd.DataFrame:
+    """A variant's label lists what the user changed, not what the machine resolved; where runs of
+    one label differ in the precision their machines resolved (bfloat16 on one CPU, float32 on
+    another), they are different variants, and each label names its precision:
+    "bn_cnn[precision=mixed_bfloat16]", "bn_cnn[epochs=3,precision=float32]"."""
+    completed = table[table.status == "completed"]
+    shared = completed.groupby("variant").precision.nunique()
+    for label in shared[shared > 1].index:
+        rows = table.variant == label
+        table.loc[rows, "variant"] = [label[:-1] + f",precision={p}]" if label.endswith("]") else f"{label}[precision={p}]"
+                                      for p in table.loc[rows, "precision"]]
+    return table
 
 
 def latest_runs(runs: pd.DataFrame, dataset: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -141,7 +156,9 @@ def load_model(run_dir: str | os.PathLike):
         module = sys.modules.get((entry.builder_name if entry else "").partition(":")[0])
         custom_objects = {name: value for name, value in vars(module).items()
                           if isinstance(value, type) and issubclass(value, keras.layers.Layer)} if module else {}
-    return keras.models.load_model(run_dir / "model.keras", safe_mode=True, custom_objects=custom_objects)
+    # compile=False: predicting needs no optimizer (and a frozen part's saved optimizer state would not match)
+    return keras.models.load_model(run_dir / "model.keras", safe_mode=True, custom_objects=custom_objects,
+                                   compile=False)
 
 
 def read_history_log(log_path: Path) -> pd.DataFrame:
@@ -153,3 +170,36 @@ def read_history_log(log_path: Path) -> pd.DataFrame:
     hist["epoch"] = hist["epoch"] + 1
     hist = hist.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
     return hist[[c for c in HISTORY_COLUMNS if c in hist]]
+
+
+def run_result(run_dir: str | os.PathLike) -> str:
+    """One line on how a run ended: "completed: test accuracy 0.9801, 14.2 s of training (<folder>)",
+    or its status and why ("diverged: training loss ... (<folder>)")."""
+    run_dir = Path(run_dir)
+    status = run_status(run_dir)
+    if status == "completed":
+        metrics = read_json(run_dir / "metrics.json")
+        return (f"completed: test accuracy {metrics['test_accuracy']:.4f}, {metrics['train_seconds']:.1f} s of training "
+                f"({run_dir})")
+    recorded = read_json(run_dir / "status.json") if status != "incomplete" else {}
+    return f"{status}: {recorded.get('detail') or recorded.get('error') or ''} ({run_dir})"
+
+
+def metrics_table(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """A completed run's metrics.json as a two-column table a person reads: accuracies and
+    calibration to 4 decimals, counts as whole numbers, seconds to one decimal."""
+    metrics = read_json(Path(run_dir) / "metrics.json")
+    rows = []
+    for key, value in metrics.items():
+        if value is None or isinstance(value, (dict, list)):
+            continue
+        if key in ("params", "epochs_run", "resumed_from_epoch", "epochs_trained_here", "replicas"):
+            text = f"{int(value):,}"
+        elif key.endswith("seconds") or key == "images_per_second":
+            text = f"{float(value):,.1f}"
+        elif isinstance(value, float):
+            text = f"{value:.4f}"
+        else:
+            text = str(value)
+        rows.append({"metric": key, "value": text})
+    return pd.DataFrame(rows)

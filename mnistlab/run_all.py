@@ -53,9 +53,28 @@ def plan_runs(models, seeds: int, workers: int = 1, scheduler: str | None = None
     return plan
 
 
+def evaluate_corruptions(runs_dir: Path, dataset: str, log=print) -> float | None:
+    """Evaluate the counted runs of `dataset` in `runs_dir` on the MNIST-C-style corruptions
+    (regenerated; mnistlab.robustness) where not done yet. Returns the seconds it took (None for a
+    dataset other than MNIST, which MNIST-C is made from)."""
+    from mnistlab.results import latest_runs, load_runs
+    from mnistlab.robustness import LABEL, REGENERATED, evaluate_runs, regenerated_sets
+
+    if dataset != "mnist":
+        return None
+    start = time.perf_counter()
+    counted, _ = latest_runs(load_runs(runs_dir), dataset)
+    if counted.empty:
+        return 0.0
+    log(f"Robustness: the {len(counted)} runs compared, on the {LABEL} corruptions")
+    evaluate_runs([Path(d) for d in counted.run_dir], REGENERATED, regenerated_sets(dataset=dataset, log=log),
+                  label=LABEL, log=log)
+    return time.perf_counter() - start
+
+
 def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str | os.PathLike | None = None,
             log_output: bool = True, force: bool = False, workers: int = 1, scheduler: str | None = None,
-            verbose: bool = False, **overrides) -> Path:
+            verbose: bool = False, corruptions: bool = True, **overrides) -> Path:
     """Train every model of `models` (names or groups, see mnistlab.registry.expand_model_names;
     default: the "core" comparison) `seeds` times via train_model.ipynb, then execute
     compare_runs.ipynb. `overrides` (epochs, limit, recipe, models_from, ...) apply to every run.
@@ -67,6 +86,10 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     an interrupted run resumes from its backup. A run whose notebook fails does not stop the
     others; the failures are raised together (as RuntimeError, each with its cell's error) after
     the comparison has been written.
+
+    Beyond clean accuracy: with `corruptions` (the default, MNIST runs only), every counted run not
+    yet evaluated on the regenerated MNIST-C-style corruptions is evaluated on them (in this
+    process, from its model.keras) before the comparison, which then compares robustness too.
 
     Parallel: `workers` > 1 runs that many notebooks at once on a Dask LocalCluster (one
     process each, TensorFlow limited to cores / workers threads per run); `scheduler`
@@ -95,25 +118,30 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
         outcomes = [outcome for _, outcome in run_tasks(executor, tasks, progress)]
     failures = [o.detail for o in outcomes if o.state in ("failed", "locked")
                 or (o.state == "trained" and o.status != "completed")]
+    robustness_seconds = evaluate_corruptions(runs_dir, plan[0].dataset) if corruptions else None
     output = runs_dir / "compare_runs.ipynb"
     comparison = None
     try:
         with run_log(runs_dir / "compare_runs.log", echo=False, echo_all=verbose):
             execute_notebook("compare_runs.ipynb", output, parameters={"runs_dir": str(runs_dir),
-                                                                       "dataset": plan[0].dataset})
+                                                                       "dataset": plan[0].dataset,
+                                                                       "interactive": False})
     except Exception as e:  # noqa: BLE001 -- papermill's error names the failing cell
         lines = str(e).strip().splitlines()
         comparison = f"compare_runs.ipynb failed: {lines[-1] if lines else type(e).__name__} (log: {runs_dir / 'compare_runs.log'})"
     if log_output and comparison is None:
-        from mnistlab.summary import comparison as comparison_table, print_comparison
+        from mnistlab.compare import Comparison
+        from mnistlab.summary import print_comparison
 
-        print_comparison(comparison_table(runs_dir, plan[0].dataset),
+        compared = Comparison(runs_dir, plan[0].dataset)
+        print_comparison(compared.table, beyond=compared.beyond_line(),
                          where=f"Report: make report (from {output}); figures and tables: {runs_dir}/*.png, *.csv")
     skipped = sum(o.state == "skipped" for o in outcomes)
     write_json(runs_dir / "run_all_timing.json", {
         "seconds": round(time.perf_counter() - start, 1), "planned": len(plan), "skipped": skipped,
         "trained": len(outcomes) - skipped - len(failures), "failed": len(failures),
         "comparison": comparison or "completed", "workers": workers, "scheduler": scheduler,
+        "robustness_seconds": None if robustness_seconds is None else round(robustness_seconds, 1),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
     if failures or comparison:
         raise RuntimeError(f"{len(failures)} of {len(plan) - skipped} runs started failed" + (":\n  " if failures else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mnistlab.evaluate import load_predictions
@@ -16,23 +17,31 @@ from mnistlab.results import latest_runs, load_runs
 from mnistlab.stats import pairwise_mcnemar, pairwise_verdicts, summarize_by_model
 
 
-def comparison(runs_dir: str | Path, dataset: str = "mnist", alpha: float = 0.05) -> pd.DataFrame:
-    """One row per variant of the counted runs (mnistlab.results.latest_runs), best first:
-    variant, runs, mean, std, ci_low, ci_high, train_seconds, versus_best ("best",
-    "worse on every seed", "not significantly different", "no paired runs") and p_holm_max."""
-    counted, _ = latest_runs(load_runs(runs_dir), dataset)
-    if counted.empty:
-        return pd.DataFrame(columns=["variant", "runs", "mean", "std", "ci_low", "ci_high", "train_seconds",
-                                     "versus_best", "p_holm_max"])
-    table = summarize_by_model(counted, by="variant").sort_values("test_accuracy_mean", ascending=False)
-    best = table.variant.iloc[0]
+def correct_by_run(counted: pd.DataFrame) -> dict[tuple[str, int], np.ndarray]:
+    """McNemar's input: (variant, seed) -> (N,) bool, whether the run got each clean test image
+    right, from each counted run's predictions.npz (runs without one are left out)."""
     correct = {}
     for row in counted.itertuples():
         path = Path(row.run_dir) / "predictions.npz"
         if path.is_file():
             predictions = load_predictions(path)
             correct[row.variant, int(row.seed)] = predictions["y_pred"] == predictions["y_true"]
-    verdicts = pairwise_verdicts(pairwise_mcnemar(correct, alpha=alpha))
+    return correct
+
+
+def comparison(runs_dir: str | Path, dataset: str = "mnist", alpha: float = 0.05,
+               counted: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per variant of the counted runs (mnistlab.results.latest_runs; or `counted`, if
+    given), best first: variant, runs, mean, std, ci_low, ci_high, train_seconds, versus_best
+    ("best", "worse on every seed", "not significantly different", "no paired runs") and p_holm_max."""
+    if counted is None:
+        counted, _ = latest_runs(load_runs(runs_dir), dataset)
+    if counted.empty:
+        return pd.DataFrame(columns=["variant", "runs", "mean", "std", "ci_low", "ci_high", "train_seconds",
+                                     "versus_best", "p_holm_max"])
+    table = summarize_by_model(counted, by="variant").sort_values("test_accuracy_mean", ascending=False)
+    best = table.variant.iloc[0]
+    verdicts = pairwise_verdicts(pairwise_mcnemar(correct_by_run(counted), alpha=alpha))
     versus, p_max = [], []
     for variant in table.variant:
         pair = verdicts[((verdicts.model_a == best) & (verdicts.model_b == variant))
@@ -70,8 +79,9 @@ def headline(table: pd.DataFrame, tolerance: float = 0.001) -> str:
                    if close.variant != best.variant else f" No variant within {tolerance} of it trains faster.")
 
 
-def print_comparison(table: pd.DataFrame, where: str | None = None) -> None:
-    """The comparison as a table in the terminal (rich), then the headline and where the report is."""
+def print_comparison(table: pd.DataFrame, where: str | None = None, beyond: str = "") -> None:
+    """The comparison as a table in the terminal (rich), then the headline, the line on robustness
+    and calibration (`beyond`), and where the report is."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -93,5 +103,7 @@ def print_comparison(table: pd.DataFrame, where: str | None = None) -> None:
                      verdict)
     console.print(view)
     console.print(escape(headline(table)))
+    if beyond:
+        console.print(escape(beyond))
     if where:
         console.print(escape(where))

@@ -13,16 +13,14 @@ from __future__ import annotations
 import itertools
 import math
 import typing
-import warnings
 from pathlib import Path
-
-import pandas as pd
 
 from mnistlab.config import FIELDS, NOT_RESULT, TrainConfig, _coerce, check_overrides, make_config
 from mnistlab.executor import Executor, run_tasks
 from mnistlab.progress import Progress, TimeLeft, planned_flops
-from mnistlab.results import load_runs, run_status
+from mnistlab.results import run_status
 from mnistlab.runs import check_writable, new_run_name, read_json, resolve_runs_dir, write_json
+from mnistlab.sweep_report import print_settings, sweep_table, write_figures
 from mnistlab.task import Outcome, Task, check_kernel, execute_notebook, run_log
 
 SWEEPS_DIR = "sweeps"
@@ -162,7 +160,7 @@ def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: 
             run_tasks(executor, tasks, progress)
     table = sweep_table(folder, keys)
     table.to_csv(folder / "sweep.csv", index=False)
-    _figures(table, keys, folder)
+    write_figures(table, keys, folder)
     with run_log(folder / "sweep_report.log", echo=False):
         execute_notebook("sweep_report.ipynb", folder / "sweep_report.ipynb", parameters={"sweep_dir": str(folder)})
     if log_output:
@@ -242,101 +240,3 @@ def _tell(study, number: int, run_dir: Path, requeue: dict | None = None) -> str
         if requeue is not None:
             study.enqueue_trial(requeue)
     return status
-
-
-def sweep_table(folder: Path, keys: list[str]) -> pd.DataFrame:
-    """sweep.csv: one row per run of the sweep: `point` (the swept settings, or "default" for the
-    recipe's own), the swept settings, seed, status, final val_accuracy, test_accuracy,
-    train_seconds, variant and run."""
-    spec = read_json(folder / "sweep.json")
-    default = make_config(spec["model"], **spec["overrides"])
-    rows = []
-    for row in load_runs(folder).itertuples():
-        if row.status == "unreadable":
-            continue
-        settings = read_json(Path(row.run_dir) / "config.json")["config"]
-        point = {k: settings[k] for k in keys}
-        is_default = all(v == getattr(default, k) for k, v in point.items())
-        rows.append({"point": "default" if is_default else ",".join(f"{k}={v}" for k, v in point.items()),
-                     **point, "seed": row.seed, "status": row.status, "val_accuracy": row.val_accuracy,
-                     "test_accuracy": row.test_accuracy, "train_seconds": row.train_seconds,
-                     "variant": row.variant, "run": row.run})
-    return pd.DataFrame(rows, columns=["point", *keys, "seed", "status", "val_accuracy", "test_accuracy",
-                                       "train_seconds", "variant", "run"])
-
-
-def best_point(table: pd.DataFrame) -> pd.Series:
-    """The point with the highest mean final validation accuracy over its completed seeds."""
-    completed = table[table.status == "completed"]
-    if completed.empty:
-        raise ValueError("no trial of the sweep completed: nothing to choose from")
-    means = completed.groupby("point", sort=False).val_accuracy.mean()
-    return completed[completed.point == means.idxmax()].iloc[0]
-
-
-def _figures(table: pd.DataFrame, keys: list[str], folder: Path) -> None:
-    """Optuna's matplotlib parallel-coordinate and parameter-importance figures, from the
-    completed runs (an in-memory study of them: grids and searches alike)."""
-    import matplotlib.pyplot as plt
-    import optuna
-
-    completed = table[table.status == "completed"]
-    if len(completed) < 2:
-        return
-    distributions = {}
-    for key in keys:
-        values = sorted(set(completed[key]), key=repr)
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        distributions[key] = (optuna.distributions.FloatDistribution(min(values), max(values) + 1e-12)
-                              if numeric else optuna.distributions.CategoricalDistribution(values))
-    study = optuna.create_study(direction="maximize")
-    for row in completed.itertuples():
-        params = {k: (float(getattr(row, k)) if isinstance(distributions[k], optuna.distributions.FloatDistribution)
-                      else getattr(row, k)) for k in keys}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=row.val_accuracy))
-    for filename, plot in (("parallel_coordinates.png", optuna.visualization.matplotlib.plot_parallel_coordinate),
-                           ("importance.png", optuna.visualization.matplotlib.plot_param_importances)):
-        try:
-            with warnings.catch_warnings():  # Optuna marks its matplotlib figures "experimental"
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                ax = plot(study, target_name="val_accuracy")
-        except (ValueError, RuntimeError) as e:  # importance needs two or more varied settings
-            print(f"{filename}: not drawn ({e})", flush=True)
-            continue
-        fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-        fig.set_size_inches(9, 5)
-        fig.tight_layout()
-        fig.savefig(folder / filename, dpi=100)
-        plt.close(fig)
-
-
-def print_settings(table: pd.DataFrame, where: str | None = None) -> None:
-    """The sweep's settings as a table in the terminal (rich): each setting's completed runs,
-    val_accuracy and test accuracy (mean ± std over seeds), training seconds, the best on
-    validation marked; then the runs listed apart and where the files are."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    import shutil
-
-    console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
-    completed = table[table.status == "completed"]
-    view = Table(title="Sweep (chosen on validation accuracy, mean over seeds; test accuracy never chooses)")
-    for column, justify in (("setting", "left"), ("runs", "right"), ("val_accuracy", "right"),
-                            ("test accuracy", "right"), ("train s", "right"), ("", "left")):
-        view.add_column(column, justify=justify, no_wrap=column != "setting")
-    best = best_point(table).point if not completed.empty else None
-    pm = lambda v: f"{v.mean():.4f}" + (f" ± {v.std():.4f}" if len(v) > 1 else "")  # noqa: E731
-    groups = sorted(completed.groupby("point", sort=False), key=lambda g: -g[1].val_accuracy.mean())
-    for point, group in groups:
-        view.add_row(escape(str(point)), str(len(group)), pm(group.val_accuracy), pm(group.test_accuracy),
-                     f"{group.train_seconds.mean():.1f}", "best on validation" if point == best else "")
-    console.print(view)
-    apart = table[table.status != "completed"]
-    if len(apart):
-        console.print(escape(f"Listed apart: {', '.join(f'{n} {s}' for s, n in apart.status.value_counts().items())}"))
-    if best is not None:
-        console.print(escape(f"Best on validation: {best}."))
-    if where:
-        console.print(escape(where))

@@ -208,7 +208,7 @@ def train_one(task: Task, runs_dir: Path, data_dir: str | None = None, force: bo
         with run_log(log_path, echo=log_output, echo_all=verbose):
             execute_notebook("train_model.ipynb", partial,
                              parameters={"config": task.config.to_dict(), "runs_dir": str(runs_dir),
-                                         "run_name": task.run_name, "prune": task.prune or {}})
+                                         "run_name": task.run_name, "prune": task.prune or {}, "live": False})
     except Exception as e:  # noqa: BLE001 -- papermill's error names the cell and shows its traceback
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"\n{e}\n")

@@ -69,7 +69,7 @@ def build(config: TrainConfig, precision: str, input_shape=(28, 28), num_classes
     with (strategy or tf.distribute.get_strategy()).scope(), dtype_policy(precision):
         model = build_model(config.model, input_shape=input_shape, num_classes=num_classes,
                             normalize=config.normalize, augment=config.augment,
-                            shift_pixels=config.shift_pixels, **hparams)
+                            shift_pixels=config.shift_pixels, robust_augment=config.robust_augment, **hparams)
         return add_weight_regularization(model, l1=config.l1, l2=config.l2)
 
 
@@ -281,7 +281,12 @@ def fit(model: keras.Model, run: Run, run_path: Path, state: Path, resumed_from_
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     train_ds = create_training_ds(data.x_train, data.y_train, config.batch_size, seed=config.seed, epoch=epoch)
     val_ds = create_eval_ds(data.x_val, data.y_val, config.batch_size) if len(data.x_val) else None
-    callbacks = make_callbacks(config, run_path, state, data.num_classes, epoch) + list(callbacks)
+    # A live figure in a notebook (mnistlab.live) takes the place of the epoch lines.
+    lines = not any(getattr(cb, "replaces_epoch_lines", False) for cb in callbacks)
+    for callback in callbacks:
+        if hasattr(callback, "steps_per_epoch") and callback.steps_per_epoch is None:
+            callback.steps_per_epoch = run.steps_per_epoch
+    callbacks = make_callbacks(config, run_path, state, data.num_classes, epoch, print_lines=lines) + list(callbacks)
     start_time = time.perf_counter()
     model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
               shuffle=False,  # train_ds shuffles itself, by (seed, epoch)
@@ -375,16 +380,24 @@ def write_hparams(run_path: Path, record: dict, metrics: dict) -> None:
 
 def evaluate_and_record(model: keras.Model, run: Run, run_path: Path, hist: pd.DataFrame, train_seconds: float,
                         extra: dict) -> dict:
-    """Last stage: test loss and accuracy, metrics.json, curves.png, the evaluation files and
-    model.keras (raw pixels in, probabilities out, loadable without mnistlab: it scores the same
+    """Last stage: test loss and accuracy, calibration (ECE, NLL, Brier; a temperature fitted on
+    the validation split and the ECE and NLL after it), metrics.json, curves.png, the evaluation
+    files (mnistlab.evaluate) and model.keras (raw pixels in, probabilities out, loadable without mnistlab: it scores the same
     accuracy on the IDX test images)."""
     data = run.data
     test_ds = create_eval_ds(data.x_test, data.y_test, run.config.batch_size)
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
     outputs = get_entry(run.config.model).outputs
-    probabilities = model.predict(test_ds, verbose=0)
-    if outputs == "logits":
-        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(probabilities.astype(np.float32), axis=-1))
+
+    def predict(x, y):
+        probabilities = model.predict(create_eval_ds(x, y, run.config.batch_size), verbose=0).astype(np.float32)
+        if outputs == "logits":
+            probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(probabilities, axis=-1))
+        return probabilities
+
+    probabilities = predict(data.x_test, data.y_test)
+    # The temperature is fitted on the validation split, never on test (mnistlab.calibration).
+    probabilities_val = predict(data.x_val, data.y_val) if len(data.x_val) else None
     metrics = {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
@@ -394,11 +407,12 @@ def evaluate_and_record(model: keras.Model, run: Run, run_path: Path, hist: pd.D
         "train_seconds": round(train_seconds, 3),  # wall time of fit(), validation included
         **extra,
     }
-    write_json(run_path / "metrics.json", metrics)
     title = f"{run_path.name.removeprefix('.tmp-')}  (test accuracy {test_accuracy:.4f})"
     fig = plot_curves(hist, title=title, path=run_path / "curves.png")
     plt.close(fig)
-    write_evaluation(run_path, data.x_test, data.y_test, probabilities, data.class_names, title)
+    metrics.update(write_evaluation(run_path, data.x_test, data.y_test, probabilities, data.class_names, title,
+                                    probabilities_val, data.y_val))
+    write_json(run_path / "metrics.json", metrics)
     saved_form(model, outputs).save(run_path / "model.keras")
     return metrics
 

@@ -264,6 +264,7 @@ class Output:
     text: str  # the text a person reads (innerText)
     tables: int  # <table> elements in it
     image_widths: tuple[int, ...]  # naturalWidth of each <img> in it: 0 for one that did not load
+    menus: int = 0  # <select> elements in it (ipywidgets' dropdowns)
 
 
 @dataclass(frozen=True)
@@ -360,6 +361,7 @@ def read_cells(driver: webdriver.Chrome, path: str) -> list[Cell]:
             text: output.innerText,
             tables: output.querySelectorAll('table').length,
             image_widths: [...output.querySelectorAll('img')].map(img => img.naturalWidth),
+            menus: output.querySelectorAll('select').length,
           })),
           errors: cell.model.type === 'code'
             ? cell.model.outputs.toJSON().filter(o => o.output_type === 'error').map(o => `${o.ename}: ${o.evalue}`)
@@ -370,7 +372,7 @@ def read_cells(driver: webdriver.Chrome, path: str) -> list[Cell]:
         if cell["cell_type"] == "markdown":
             headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", cell["source"], flags=re.MULTILINE)
             section = headings[-1] if headings else section
-        outputs = tuple(Output(o["mime_type"], o["text"], o["tables"], tuple(o["image_widths"]))
+        outputs = tuple(Output(o["mime_type"], o["text"], o["tables"], tuple(o["image_widths"]), o["menus"])
                         for o in cell["outputs"])
         cells.append(Cell(index, cell["cell_type"], cell["source"], cell["prompt"], section, outputs,
                           tuple(cell["errors"])))

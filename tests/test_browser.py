@@ -151,7 +151,15 @@ def test_train_model_notebook_in_jupyterlab(lab, browser, workdir, request):
                        {"config": {"model": "slp", **SMOKE}, "runs_dir": str(workdir / "train-runs")})
     cells = run_notebook(browser, lab, notebook, screenshot=f"{request.node.name}-train_model")
     assert_every_cell_ran(cells)
-    assert tables(cells, containing="test_accuracy"), "no results table (the run's metrics) in any output"
+    # The config as a table (not one long line), the live figure and its progress bar, the results.
+    assert tables(cells, containing="learning_rate"), "no table of the run's settings"
+    training = in_section(cells, "Train and evaluate")
+    assert_figures_loaded(figures(cells, "Train and evaluate"), "the live training figure")
+    bars = [o for c in training for o in c.outputs if "training" in o.text and "100%" in o.text]
+    assert bars, "no progress bar (tqdm's) with its time under 'Train and evaluate': " + \
+        repr([o.text[:200] for c in training for o in c.outputs])
+    assert not [o for c in training for o in c.outputs if o.text.startswith("epoch ")], "epoch lines beside the figure"
+    assert tables(cells, "Results", containing="test_accuracy"), "no results table (the run's metrics)"
     assert_figures_loaded(figures(cells), "train_model.ipynb")
     assert_no_tensorflow_noise(cells)
 
@@ -163,9 +171,20 @@ def test_compare_runs_notebook_in_jupyterlab(lab, browser, compared_runs, reques
     answer = "\n".join(o.text for c in in_section(cells, "The answer") for o in c.outputs)
     assert HEADLINE.search(answer), f"no headline under 'The answer':\n{answer[:1000]}"
     assert tables(cells, "The answer", containing="vs the best"), "no comparison table under 'The answer'"
-    # The A-vs-B view: McNemar's verdict on every pair, as a table and as a heatmap.
+    # McNemar's verdict on every pair, as a table and as a heatmap; beyond clean accuracy.
     assert tables(cells, "Which differences are real"), "no pairwise table"
     assert_figures_loaded(figures(cells, "Which differences are real"), "the pairwise view")
+    assert tables(cells, "Robustness", containing="fog"), "no accuracy per corruption"
+    assert_figures_loaded(figures(cells, "Robustness"), "the corruption heatmap")
+    assert tables(cells, "Calibration", containing="ECE"), "no calibration table"
+    assert_figures_loaded(figures(cells, "Calibration"), "the reliability diagrams")
+    assert_figures_loaded(figures(cells, "Where two variants disagree"), "the disagreement gallery")
+    # The A-vs-B view: two menus, then the pair's curves, verdict, differences and corruptions.
+    side = in_section(cells, "Two variants side by side")
+    text = "\n".join(o.text for c in side for o in c.outputs)
+    assert "McNemar's exact test over" in text, f"no verdict in the A-vs-B view:\n{text[:800]}"
+    assert_figures_loaded(figures(cells, "Two variants side by side"), "the A-vs-B view")
+    assert sum(o.menus for c in side for o in c.outputs) >= 2, "no menus to pick the two variants"
     assert_figures_loaded(figures(cells), "compare_runs.ipynb")
     assert_no_tensorflow_noise(cells)
 
@@ -178,6 +197,7 @@ def test_report_html_in_chromium(browser, compared_runs, workdir, request):
     widths = browser.execute_script("return [...document.images].map(img => img.naturalWidth)")
     save_screenshot(browser, f"{request.node.name}-report")
     assert HEADLINE.search(text), f"no headline in {report}:\n{text[:1000]}"
+    assert "Most robust: " in text and "McNemar's exact test over" in text  # beyond accuracy; the default pair
     assert_figures_loaded(widths, "report.html")
     noisy = [noise for noise in TENSORFLOW_NOISE if noise in text]
     assert not noisy, f"TensorFlow's start-up log in report.html: {noisy}"

@@ -140,7 +140,7 @@ def test_every_result_setting_changes_the_hash():
     changed = {"recipe": "article", "dataset": "fashion_mnist", "epochs": 4, "batch_size": 64,
                "learning_rate": 0.01, "lr_schedule": "constant", "lr_decay": 0.5, "lr_warmup_fraction": 0.2,
                "optimizer": "adadelta", "seed": 1, "validation_size": 100, "limit": 1000, "l1": 0.1, "l2": 0.1,
-               "early_stopping_patience": 1, "normalize": False, "augment": True, "shift_pixels": 1, "ae_epochs": 2,
+               "early_stopping_patience": 1, "normalize": False, "augment": True, "robust_augment": True, "shift_pixels": 1, "ae_epochs": 2,
                "ae_learning_rate": 0.5, "ae_noise_stddev": 0.1, "strategy": "mirrored", "deterministic": True,
                "batch_norm_momentum": 0.5, "model": "cnn_linear"}
     for key, value in changed.items():

@@ -31,6 +31,7 @@ EXPECTED_PARAMS = {
     "ae_classifier": 670_682,  # autoencoder 435,536 + classifier 235,146
     # convs without bias 800 + 18,432; dense without bias 3136*128; BN 4*(32+64+128); 1,290
     "speedrun": 422_826,
+    "robust_cnn": 241_098,  # bn_cnn's; the per-image standardisation learns nothing
 }
 
 
@@ -194,3 +195,31 @@ def test_the_configs_batch_norm_momentum_reaches_every_batch_norm(name):
     model = build(make_config(name, batch_norm_momentum=0.8), "float32")
     momenta = [layer.momentum for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     assert momenta and set(momenta) == {0.8}
+
+
+def test_robust_augmentation_only_in_training_and_not_in_model_keras(tmp_path):
+    from mnistlab.models import TRAINING_ONLY, saved_form
+
+    keras.utils.set_random_seed(4)
+    model = build_model("robust_cnn", robust_augment=True)
+    x = np.zeros((8, 28, 28), dtype=np.uint8)
+    x[:, 8:20, 12:16] = 255
+    inference = model(x, training=False).numpy()
+    assert np.allclose(inference, model(x, training=False).numpy())
+    assert not np.allclose(model(x, training=True).numpy(), inference)
+    assert sum(isinstance(layer, TRAINING_ONLY) for layer in model.layers) == 7
+    saved_form(model).save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")  # Keras' own layers only
+    assert not any(isinstance(layer, TRAINING_ONLY) for layer in loaded.layers)
+    # (The training call above moved BatchNorm's averages: compare with the model as saved.)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model(x, training=False).numpy(), atol=1e-6)
+
+
+def test_robust_cnn_standardises_each_image():
+    # A grey background and fainter ink (a photographed digit) reach the convolutions as the clean digit.
+    model = build_model("robust_cnn")
+    x = np.zeros((2, 28, 28), dtype=np.float32)
+    x[:, 8:20, 12:16] = 255
+    x[1] = 96 + x[1] * 0.5  # background 96, ink 223
+    standardised = keras.Sequential(model.layers[:3])(x).numpy()
+    np.testing.assert_allclose(standardised[0], standardised[1], rtol=0.01, atol=0.01)  # up to the variance epsilon

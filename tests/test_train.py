@@ -61,6 +61,20 @@ def test_one_epoch_writes_every_run_file(tmp_path, tiny_data):
     assert report.loc["macro avg", "support"] == 60 and "precision" in report.columns
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
 
+    # Calibration: the recorded ECE is the one computed independently from the saved probabilities
+    # (top label, 15 equal-width bins); the temperature was fitted on the validation split.
+    probabilities = predictions["probabilities"].astype(np.float64)
+    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == predictions["y_true"]
+    ece = 0.0
+    for low in np.arange(15) / 15:
+        in_bin = (confidence > low) & (confidence <= low + 1 / 15)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    assert metrics["ece"] == pytest.approx(ece, abs=1e-6) and metrics["temperature"] > 0
+    assert metrics["nll"] == pytest.approx(-np.mean(np.log(probabilities[np.arange(60), predictions["y_true"]])),
+                                           rel=1e-4)
+    assert metrics["ece_after_temperature"] is not None
+
     # The saved model takes raw pixels and scores the recorded accuracy on them.
     model = keras.models.load_model(run_dir / "model.keras")
     probabilities = model.predict(tiny_data.x_test, verbose=0)
