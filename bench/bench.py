@@ -56,7 +56,17 @@ DEFAULT_MODELS = "mlp,cnn,bn_cnn,speedrun"
 # Validation accuracies to reach: each model's floor, and for bn_cnn also 0.990 (its 0.994 floor
 # is a test accuracy; the validation split is harder, and the article's recipe may never reach it).
 TARGETS = {"mlp": (get_entry("mlp").floor,), "cnn": (get_entry("cnn").floor,),
-           "bn_cnn": (0.990, get_entry("bn_cnn").floor)}
+           "bn_cnn": (0.990, get_entry("bn_cnn").floor), "speedrun": (0.990,)}
+# What a user copies instead of mnistlab, written here from each page's documented recipe (not its
+# code), and which of mnistlab's recipes each is set against, on the same images and targets:
+# - keras-io's "Simple MNIST convnet" (https://keras.io/examples/vision/mnist_convnet/): Conv 32 3x3
+#   ReLU -> max-pool 2 -> Conv 64 3x3 ReLU -> max-pool 2 -> Flatten -> Dropout 0.5 -> Dense 10
+#   softmax; Adam, categorical cross-entropy, batch 128, 15 epochs, a tenth held out.
+# - TensorFlow's beginner quickstart (https://www.tensorflow.org/tutorials/quickstart/beginner):
+#   Flatten -> Dense 128 ReLU -> Dropout 0.2 -> Dense 10 (logits); Adam, sparse categorical
+#   cross-entropy from logits, Keras' default batch of 32, 5 epochs.
+PEERS = {"keras_io_convnet": {"against": "speedrun", "targets": (0.990,), "epochs": 15, "batch_size": 128},
+         "tf_quickstart_mlp": {"against": "mlp", "targets": (get_entry("mlp").floor,), "epochs": 5, "batch_size": 32}}
 PROFILED = ("cnn", "bn_cnn")
 # Op types of a training step, grouped for the profile's table (names as `op_type` normalises them).
 OP_GROUPS = {"Conv2DBackpropFilter": "conv backward (filter)", "Conv2DBackpropInput": "conv backward (input)",
@@ -211,6 +221,68 @@ def time_to_targets(model_name: str, data, style: str, targets: tuple[float, ...
     return {target: reached.get(target, (float("nan"), 0)) for target in targets}
 
 
+def peer_model(name: str) -> keras.Model:
+    """A peer recipe's network (PEERS), compiled as its page compiles it: inputs (batch, 28, 28)
+    float32 in [0, 1]."""
+    from keras import layers
+
+    if name == "keras_io_convnet":
+        model = keras.Sequential([
+            keras.Input(shape=(28, 28)), layers.Reshape((28, 28, 1)),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"), layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu"), layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Flatten(), layers.Dropout(0.5), layers.Dense(10, activation="softmax")])
+        model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+        return model  # (the page one-hot encodes its labels for categorical cross-entropy: the same loss)
+    model = keras.Sequential([keras.Input(shape=(28, 28)), layers.Flatten(), layers.Dense(128, activation="relu"),
+                              layers.Dropout(0.2), layers.Dense(10)])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def measure_peer(name: str, steps: int, repeats: int) -> dict:
+    """A peer recipe (PEERS) in this process, as its page trains it (TensorFlow's defaults), on the
+    55,000 training images of mnistlab's split, validated on the same 5,000 held-out images as
+    mnistlab's recipes: its images/s and the training seconds (validation excluded) and epoch at
+    which each target is first reached. Returns {"onednn_ops", "images_per_second", "times"}."""
+    peer = PEERS[name]
+    data = load_dataset()
+    keras.utils.set_random_seed(0)
+    x_train, x_val = data.x_train.astype(np.float32) / 255.0, data.x_val.astype(np.float32) / 255.0
+    model = peer_model(name)
+    timer = EpochTimer()
+    reached, elapsed = {}, 0.0
+    for epoch in range(peer["epochs"]):
+        model.fit(x_train, data.y_train, batch_size=peer["batch_size"], initial_epoch=epoch, epochs=epoch + 1,
+                  callbacks=[timer], verbose=0)
+        elapsed += timer.seconds[-1]
+        _, accuracy = model.evaluate(x_val, data.y_val, batch_size=512, verbose=0)
+        for target in peer["targets"]:
+            if accuracy >= target and target not in reached:
+                reached[target] = (elapsed, epoch + 1)
+        if len(reached) == len(peer["targets"]):
+            break
+    images_per_second = len(x_train) * len(timer.seconds[1:]) / sum(timer.seconds[1:]) if len(timer.seconds) > 1 \
+        else len(x_train) / timer.seconds[0]
+    return {"onednn_ops": machine.onednn_ops_running(), "images_per_second": images_per_second,
+            "times": {str(t): list(reached.get(t, (float("nan"), 0))) for t in peer["targets"]}}
+
+
+def peer_figures(name: str, steps: int, repeats: int) -> dict:
+    """`measure_peer` in a child process whose TensorFlow starts with its own defaults (as a user
+    who copied the page runs it)."""
+    import tempfile
+
+    env = {**os.environ, machine.ONEDNN_OPTS_VARIABLE: "1" if machine.tf_default_onednn_ops() else "0"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "peer.json"
+        subprocess.run([sys.executable, __file__, "--peer", json.dumps({"name": name, "steps": steps,
+                                                                         "repeats": repeats}), "--out", str(out)],
+                       env=env, check=True)
+        return json.loads(out.read_text())
+
+
 def profile_ops(model_name: str, data, steps: int = 64) -> dict[str, float]:
     """Where a training step of `model_name` (mnistlab's step, float32) spends its time: the share
     of TensorFlow op time per group of OP_GROUPS ("other" for the rest), from a
@@ -309,9 +381,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="throughput only: skip the profile, time to accuracy and memory (default: run them)")
     parser.add_argument("--out", default=str(BENCH_DIR), help="folder for the results files (default: bench/)")
     parser.add_argument("--reference", help=argparse.SUPPRESS)  # internal: the child of reference_figures
+    parser.add_argument("--peer", help=argparse.SUPPRESS)  # internal: the child of peer_figures
+    parser.add_argument("--no-peers", action="store_true",
+                        help="skip the recipes users copy instead (default: measure keras-io's convnet and "
+                             "TensorFlow's quickstart MLP)")
     args = parser.parse_args(argv)
     if args.reference:
         Path(args.out).write_text(json.dumps(measure_reference(**json.loads(args.reference))))
+        return
+    if args.peer:
+        Path(args.out).write_text(json.dumps(measure_peer(**json.loads(args.peer))))
         return
     try:  # before any work: an unknown name costs nothing
         models = [get_entry(m.strip()).name for m in args.models.split(",") if m.strip()]
@@ -332,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset()
     peak_gflops = matmul_gflops()
     print(f"float32 matmul (numpy, 2048x2048): {peak_gflops:.0f} GFLOP/s", flush=True)
-    rows, profiles, seed_onednn_ops = [], [], None
+    rows, profiles, peers, seed_onednn_ops = [], [], [], None
     for name in models:  # each measurement of a model close in time to the others: the machine's speed drifts
         config = make_config(name)
         flops = training_flops_per_image(build_model(name))
@@ -373,6 +452,20 @@ def main(argv: list[str] | None = None) -> None:
         if not args.quick and name in ("slp", "bn_cnn"):
             row["peak_rss_mib_1_epoch"] = round(peak_memory_mib(name))
         rows.append(row)
+        for peer, spec in PEERS.items():  # right after the recipe it is set against: the machine's speed drifts
+            if spec["against"] != name or args.quick or args.no_peers:
+                continue
+            measured = peer_figures(peer, args.steps, args.repeats)
+            for target in spec["targets"]:
+                seconds, epoch = measured["times"][str(target)]
+                mine = row.get(f"mnistlab_seconds_to_{target}")
+                peers.append({"peer": peer, "against": name, "target": target,
+                              "peer_seconds": round(seconds, 1), "peer_epochs": epoch,
+                              "mnistlab_seconds": mine, "mnistlab_epochs": row.get(f"mnistlab_epochs_to_{target}"),
+                              "ratio": round(seconds / mine, 2) if mine and mine == mine and seconds == seconds else None,
+                              "peer_images_per_second": round(measured["images_per_second"]),
+                              "peer_onednn_ops": measured["onednn_ops"]})
+                print(f"{peer} against {name}: {peers[-1]}", flush=True)
     from mnistlab.runs import environment_info
 
     context = {"cpu_model": machine_info["cpu_model"], "onednn_isa": machine_info["onednn_isa"],
@@ -395,6 +488,12 @@ def main(argv: list[str] | None = None) -> None:
     if profiles:
         text += ("\n\nShare of a training step's op time (tf.profiler, float32, batch of the recipe):\n\n"
                  + to_markdown(pd.DataFrame(profiles)))
+    if peers:
+        peer_table = pd.DataFrame(peers).assign(**context)
+        peer_table.to_csv(out / csv_name.replace("results", "peers"), index=False)
+        text += ("\n\nThe recipes users copy instead, in the same run (each right after mnistlab's recipe it is set "
+                 "against; training seconds until the validation accuracy on the same 5,000 held-out images first "
+                 "reaches the target; ratio = the peer's seconds / mnistlab's):\n\n" + to_markdown(pd.DataFrame(peers)))
     (out / md_name).write_text(text + "\n")
     print("\n" + text)
 

@@ -195,4 +195,5 @@ def beyond_accuracy_line(corruptions: pd.DataFrame, calibration: pd.DataFrame) -
         after = (f"; {best.ece_after_temperature:.4f} after temperature scaling"
                  if best.ece_after_temperature == best.ece_after_temperature else "")
         parts.append(f"best calibrated: {best.variant}, ECE {best.ece:.4f}{after}")
-    return ("; ".join(parts) + ".") if parts else ""
+    text = "; ".join(parts)
+    return (text[0].upper() + text[1:] + ".") if text else ""

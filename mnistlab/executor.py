@@ -157,6 +157,9 @@ class Executor:
         return self
 
     def __exit__(self, *exc):
+        from mnistlab.task import KERNELS
+
+        KERNELS.shutdown()
         if self.parallel:
             self._client.close()
             if self._cluster is not None:

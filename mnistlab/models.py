@@ -450,11 +450,14 @@ TRAINING_ONLY = (RandomStrokeWidth, RandomElasticDeformation, layers.RandomRotat
 
 def robust_augmentation_layers(input_shape) -> list[layers.Layer]:
     """The shifts people's own digits bring, drawn anew for every training image (identity at
-    inference): strokes thinner or thicker (RandomStrokeWidth), rotations up to ±15°, shears up to
-    ±0.15, zooms of ±15%, shifts up to ±10%, elastic deformation (RandomElasticDeformation, half the
-    images), and Gaussian
-    pixel noise of 0.1 on [0, 1] pixels. Not MNIST-C's corruptions: those measure the result (their
-    authors ask that they are not trained on). (batch, *input_shape) in [0, 1] -> the same shape."""
+    inference): strokes thinner (15% of the images) or thicker (25%) (RandomStrokeWidth), rotations
+    up to ±15°, shears up to ±0.15, zooms of ±15%, shifts up to ±10%, elastic deformation
+    (RandomElasticDeformation, half the images), and Gaussian pixel noise of 0.1 on [0, 1] pixels.
+    Chosen on the validation split between this and a milder set (smaller probabilities and ranges,
+    noise 0.05), robust_cnn at seed 0: clean validation accuracy 0.9894 / 0.9902, and on the
+    validation images under these shifts (a fixed draw) 0.9652 / 0.9598 (bn_cnn: 0.6994).
+    Not MNIST-C's corruptions: those measure the result (their authors ask that they are not trained
+    on). (batch, *input_shape) in [0, 1] -> the same shape."""
     return [
         layers.Reshape((*input_shape, 1)),
         RandomStrokeWidth(thinner=0.15, thicker=0.25),

@@ -34,8 +34,9 @@ class TimeLeft:
     """Seconds left of a plan from what each run costs. `cost(task)` gives a task's FLOPs; each
     finished run adds (its FLOPs, its training seconds, its wall seconds). The training seconds of
     a run are fitted as a + FLOPs / rate over the finished runs (least squares; one run gives the
-    rate alone), and the time around a run (kernel start, data, evaluation, saving) is the mean of
-    wall minus training seconds. Before any run has finished there is no estimate (None)."""
+    rate alone), and the time around a run (data, evaluation, saving) is the mean of wall minus
+    training seconds, the first run left out once there are others (it also started the kernel).
+    Before any run has finished there is no estimate (None)."""
 
     def __init__(self, cost: Callable[[Task], float]):
         self.cost = cost
@@ -51,7 +52,8 @@ class TimeLeft:
         if not self.finished:
             return None
         flops, train, wall = (np.array(column, dtype=float) for column in zip(*self.finished))
-        around = float(np.mean(np.maximum(wall - train, 0.0)))
+        # The first run also started the kernel the later ones reuse (mnistlab.task.Kernels).
+        around = float(np.mean(np.maximum(wall - train, 0.0)[1:] if len(wall) > 1 else wall - train))
         if len(self.finished) >= 2 and np.ptp(flops) > 0:
             slope, intercept = np.polyfit(flops, train, 1)
             if slope <= 0 or intercept < 0:  # noise on runs of similar cost: fall back to a rate through 0

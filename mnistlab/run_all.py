@@ -115,7 +115,14 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     sources = [source for config in plan for source in config.models_from]
     with Executor(runs_dir, workers, scheduler, log_output, dataset=plan[0].dataset, verbose=verbose,
                   force=force, models_from=sources) as executor:
-        outcomes = [outcome for _, outcome in run_tasks(executor, tasks, progress)]
+        finished = run_tasks(executor, tasks, progress)
+    outcomes = [outcome for _, outcome in finished]
+    # Per run trained: its wall seconds (from the task's start to its folder's last file) and its
+    # training seconds; the difference is the time around the run (kernel, data, evaluation, files).
+    per_run = [{"run": task.run_name, "model": task.config.model, "seed": task.config.seed,
+                "wall_seconds": round(o.seconds, 2), "train_seconds": o.metrics["train_seconds"],
+                "around_seconds": round(o.seconds - o.metrics["train_seconds"], 2)}
+               for task, o in finished if o.state == "trained" and o.metrics]
     failures = [o.detail for o in outcomes if o.state in ("failed", "locked")
                 or (o.state == "trained" and o.status != "completed")]
     robustness_seconds = evaluate_corruptions(runs_dir, plan[0].dataset) if corruptions else None
@@ -142,6 +149,7 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
         "trained": len(outcomes) - skipped - len(failures), "failed": len(failures),
         "comparison": comparison or "completed", "workers": workers, "scheduler": scheduler,
         "robustness_seconds": None if robustness_seconds is None else round(robustness_seconds, 1),
+        "runs": per_run,
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
     if failures or comparison:
         raise RuntimeError(f"{len(failures)} of {len(plan) - skipped} runs started failed" + (":\n  " if failures else "")

@@ -5,6 +5,7 @@ executes train_model.ipynb with papermill and reports an `Outcome`. `execute_not
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -66,8 +67,9 @@ def check_kernel(kernel_name: str = KERNEL_NAME) -> None:
 
 
 def execute_notebook(name: str, output: Path, parameters: dict, log_output: bool = True,
-                     progress_bar: bool = False) -> Path:
-    """Execute `notebooks/<name>` with papermill on the project's kernel, in the notebooks folder.
+                     progress_bar: bool = False, kernel=None) -> Path:
+    """Execute `notebooks/<name>` with papermill on the project's kernel, in the notebooks folder:
+    a new kernel, or `kernel` (a started jupyter_client KernelManager, see `Kernels`).
 
     Writes the executed copy to `output`; raises papermill.PapermillExecutionError (naming the
     failing cell and its error) if any cell fails. With `log_output`, each cell's output goes to
@@ -78,8 +80,56 @@ def execute_notebook(name: str, output: Path, parameters: dict, log_output: bool
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(NOTEBOOKS_DIR / name), str(output), parameters=parameters,
                         kernel_name=KERNEL_NAME, cwd=str(NOTEBOOKS_DIR), progress_bar=progress_bar,
-                        log_output=log_output, stdout_file=None)
+                        log_output=log_output, stdout_file=None, **({"km": kernel} if kernel is not None else {}))
     return output
+
+
+class Kernels:
+    """One Jupyter kernel kept alive across the training notebooks this process executes, so that
+    a run does not pay again for a kernel's start and TensorFlow's import (about 10 s on 2 cores).
+    Between two runs the kernel's namespace is emptied (`%reset -f`) and Keras' state cleared; a
+    new kernel starts when something its process fixes once differs (TensorFlow's threads and op
+    determinism, the environment: the data folder, where model files are, oneDNN's settings), and
+    after a kernel died. `shutdown()` (also at exit) stops it."""
+
+    ENVIRONMENT = (DATA_DIR_ENV, LOCATIONS_ENV, "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+    RESET = ("%reset -f\nimport gc as _gc, keras as _keras\n_keras.backend.clear_session()\n_gc.collect()\n"
+             "del _gc, _keras")
+
+    def __init__(self):
+        self.manager, self.key = None, None
+
+    def for_config(self, config: TrainConfig):
+        """A started kernel manager for a run of `config` (a fresh namespace)."""
+        key = (config.threads, config.deterministic, config.onednn_ops,
+               tuple(os.environ.get(name) for name in self.ENVIRONMENT))
+        if self.manager is not None and (key != self.key or not self.manager.is_alive()):
+            self.shutdown()
+        if self.manager is None:
+            from jupyter_client.manager import KernelManager
+
+            self.manager = KernelManager(kernel_name=KERNEL_NAME)
+            self.manager.start_kernel(cwd=str(NOTEBOOKS_DIR))
+            self.key = key
+            return self.manager
+        client = self.manager.client()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=60)
+            client.execute_interactive(self.RESET, timeout=60, output_hook=lambda message: None)
+        finally:
+            client.stop_channels()
+        return self.manager
+
+    def shutdown(self) -> None:
+        if self.manager is not None:
+            with contextlib.suppress(Exception):  # a kernel already gone
+                self.manager.shutdown_kernel(now=True)
+        self.manager, self.key = None, None
+
+
+KERNELS = Kernels()
+atexit.register(KERNELS.shutdown)
 
 
 class _LogLines(logging.Handler):
@@ -208,12 +258,14 @@ def train_one(task: Task, runs_dir: Path, data_dir: str | None = None, force: bo
         with run_log(log_path, echo=log_output, echo_all=verbose):
             execute_notebook("train_model.ipynb", partial,
                              parameters={"config": task.config.to_dict(), "runs_dir": str(runs_dir),
-                                         "run_name": task.run_name, "prune": task.prune or {}, "live": False})
+                                         "run_name": task.run_name, "prune": task.prune or {}, "live": False},
+                             kernel=KERNELS.for_config(task.config))
     except Exception as e:  # noqa: BLE001 -- papermill's error names the cell and shows its traceback
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"\n{e}\n")
         lines = str(e).strip().splitlines()
         failure = f"{lines[-1] if lines else type(e).__name__}"
+        KERNELS.shutdown()  # whatever went wrong, the next run starts in a new kernel
     run_dir = runs_dir / task.run_name
     seconds = time.perf_counter() - started
     if not run_dir.is_dir():

@@ -81,3 +81,48 @@ def test_run_all_set_refuses_unknown_keys(tmp_path):
     out = run_cli("run-all", "--models", "slp", "--runs-dir", str(tmp_path / "runs"), "--set", "seed=3")
     assert out.returncode == 2 and "seed is set per run by run-all" in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def _interrupt_after_first_epoch(command: list[str], env: dict, epoch: int = 1) -> subprocess.CompletedProcess:
+    """Start `command` in its own process group, press Ctrl-C (SIGINT to the group, as a terminal
+    does) once it has printed the line of `epoch`, and return what it printed and its exit code."""
+    import signal
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip().startswith(f"epoch {epoch}/"):
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(command, proc.returncode, "".join(lines) + out, err)
+
+
+def test_ctrl_c_ends_train_with_one_line_and_exit_130(tmp_path, real_data_dir):
+    env = {**os.environ, "MNISTLAB_DATA_DIR": str(real_data_dir)}
+    command = [sys.executable, "-m", "mnistlab", "train", "--model", "mlp", "--epochs", "20", "--limit", "20000",
+               "--runs-dir", str(tmp_path)]
+    # After epoch 2: the key may land while epoch 2's backup is written, and epoch 1's is there to fall back on.
+    out = _interrupt_after_first_epoch(command, env, epoch=2)
+    assert out.returncode == 130, out.stderr
+    assert out.stderr.strip().splitlines() == ["interrupted: the run is kept as interrupted; the same command "
+                                               "resumes it from its last finished epoch"]
+    assert "Traceback" not in out.stdout + out.stderr
+    (run,) = [p for p in tmp_path.iterdir() if p.name.startswith("mlp-")]
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    again = run_cli("train", "--model", "mlp", "--epochs", "20", "--limit", "20000", "--runs-dir", str(tmp_path),
+                    env=env)
+    assert again.returncode == 0 and "Resuming from the backup of an interrupted run" in again.stdout
+
+
+def test_ctrl_c_ends_run_all_with_one_line_and_exit_130(tmp_path, real_data_dir):
+    env = {**os.environ, "MNISTLAB_DATA_DIR": str(real_data_dir)}
+    command = [sys.executable, "-m", "mnistlab", "run-all", "--models", "slp,mlp", "--epochs", "20", "--limit", "20000",
+               "--runs-dir", str(tmp_path), "--no-corruptions"]
+    out = _interrupt_after_first_epoch(command, env)
+    assert out.returncode == 130, out.stderr
+    message = out.stderr.strip().splitlines()
+    assert len(message) == 1 and message[0].startswith("interrupted: 0 completed run(s) are kept in"), out.stderr
+    assert "resumes it from its last finished epoch" in message[0] and "Traceback" not in out.stdout + out.stderr

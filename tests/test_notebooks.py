@@ -134,3 +134,35 @@ def test_your_model_notebook(tmp_path, real_data_dir, monkeypatch):
     lenet = json.loads(next((tmp_path / "runs").glob("lenet5-*/config.json")).read_text())
     assert lenet["model"]["origin"]["path"].endswith("examples/lenet5.py") and lenet["model"]["params"] == 61_706
     assert "Best: " in text and "lenet5" in text and "image/png" in text
+
+
+def test_runs_share_a_kernel_with_an_empty_namespace(monkeypatch):
+    """mnistlab.task.Kernels: the next run of the same process settings reuses the kernel (no
+    start, no TensorFlow import again) with its namespace emptied; other threads get a new one."""
+    from mnistlab.config import make_config
+    from mnistlab.task import Kernels
+
+    def run(manager, code):
+        client = manager.client()
+        client.start_channels()
+        outputs = []
+        try:
+            client.wait_for_ready(timeout=60)
+            client.execute_interactive(code, timeout=60, output_hook=lambda m: outputs.append(m["content"]))
+        finally:
+            client.stop_channels()
+        return " ".join(str(o.get("text") or o.get("evalue") or "") for o in outputs)
+
+    kernels = Kernels()
+    try:
+        first = kernels.for_config(make_config("slp"))
+        run(first, "left_behind = 42\nimport os\nprint(os.getpid())")
+        pid = run(first, "print(os.getpid())").strip()
+        second = kernels.for_config(make_config("mlp", seed=3))
+        assert second is first and run(second, "import os\nprint(os.getpid())").strip() == pid
+        assert "left_behind" in run(second, "print(left_behind)")  # NameError: 'left_behind' is not defined
+        assert "not defined" in run(second, "print(left_behind)")
+        third = kernels.for_config(make_config("slp", threads=1))  # threads are fixed once a process starts them
+        assert run(third, "import os\nprint(os.getpid())").strip() != pid
+    finally:
+        kernels.shutdown()
