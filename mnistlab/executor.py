@@ -240,6 +240,8 @@ def _loop(executor, source, planned, finished, progress, on_outcome, remaining) 
             return
         task, outcome = executor.next_result()
         finished.append((task, outcome))
+        if outcome.status == "interrupted":  # Ctrl-C reached the run's kernel first: the plan stops too
+            raise KeyboardInterrupt
         if on_outcome is not None:
             on_outcome(task, outcome)
         done = {t.run_name for t, _ in finished}

@@ -13,6 +13,16 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 
+def _epoch_axis(ax, epochs) -> None:
+    """Whole epochs on the x axis, also for a run of one or two epochs (no 0.95, 1.05 ticks)."""
+    epochs = sorted(set(int(e) for e in epochs))
+    if 0 < len(epochs) <= 2:
+        ax.set_xticks(epochs)
+        ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_curves(history: pd.DataFrame, title: str = "", path: str | Path | None = None) -> plt.Figure:
     """Train and validation accuracy and loss per epoch, side by side.
 
@@ -26,7 +36,7 @@ def plot_curves(history: pd.DataFrame, title: str = "", path: str | Path | None 
                 .melt(id_vars="epoch", var_name="split", value_name=metric))
         sns.lineplot(data=long, x="epoch", y=metric, hue="split", marker="o", ax=ax)
         ax.set_title(metric)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax, history["epoch"] if "epoch" in history else [])
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -45,7 +55,7 @@ def plot_comparison(histories: pd.DataFrame, path: str | Path | None = None, hue
     for ax, metric in zip(axes, ("val_accuracy", "val_loss")):
         sns.lineplot(data=histories, x="epoch", y=metric, hue=hue, marker="o", ax=ax)
         ax.set_title(f"{metric} per epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax, histories["epoch"])
         ax.grid(alpha=0.3)
     axes[0].set_ylim(max(0.0, histories["val_accuracy"].quantile(0.05) - 0.01), 1.0)
     axes[1].set_yscale("log")

@@ -237,7 +237,10 @@ def _same_place(taken: ModelEntry, entry: ModelEntry) -> bool:
         return False
     if taken.origin.get("kind") == "session":
         return entry.origin.get("kind") == "session" and taken.builder_name == entry.builder_name
-    return taken.origin.get("path") == entry.origin.get("path")
+    # The same file again, or a copy of it (a Dask worker's, the one a run recorded): same name, same bytes.
+    return (taken.origin.get("path") == entry.origin.get("path")
+            or (taken.origin.get("given") == entry.origin.get("given")
+                and taken.origin.get("sha256") == entry.origin.get("sha256")))
 
 
 def get_entry(name) -> ModelEntry:

@@ -147,9 +147,16 @@ def load_model(run_dir: str | os.PathLike):
         from mnistlab.registry import REGISTRY, load_models_from
 
         source = str(origin.get("given") or origin.get("module"))
-        locations = {source: str(origin["path"])} if origin.get("kind") == "file" and Path(str(origin.get("path"))).is_file() else {}
-        load_models_from([source], locations=locations)
-        entry = next((e for e in REGISTRY.values() if e.origin and source in (e.origin.get("given"), e.origin.get("module"))), None)
+
+        def loaded():
+            return next((e for e in REGISTRY.values()
+                         if e.origin and source in (e.origin.get("given"), e.origin.get("module"))), None)
+
+        entry = loaded()
+        if entry is None or entry.origin.get("sha256") != origin.get("sha256"):  # not loaded here as it ran
+            recorded = Path(str(origin.get("path")))
+            load_models_from([source], locations={source: str(recorded)} if recorded.is_file() else {})
+            entry = loaded()
         if entry is not None and entry.origin.get("sha256") != origin.get("sha256"):
             print(f"warning: {source} changed since {run_dir.name} trained (SHA-256 {entry.origin.get('sha256')}, the "
                   f"run recorded {origin.get('sha256')}); its custom layers are loaded as they are now", file=sys.stderr)

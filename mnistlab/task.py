@@ -122,10 +122,14 @@ class Kernels:
         return self.manager
 
     def shutdown(self) -> None:
-        if self.manager is not None:
-            with contextlib.suppress(Exception):  # a kernel already gone
-                self.manager.shutdown_kernel(now=True)
-        self.manager, self.key = None, None
+        manager, self.manager, self.key = self.manager, None, None
+        if manager is None:
+            return
+        try:
+            manager.shutdown_kernel(now=True)
+        except BaseException:  # noqa: BLE001 -- at exit, or after Ctrl-C, its event loop may be gone: kill it
+            with contextlib.suppress(BaseException):
+                os.kill(manager.provisioner.process.pid, 9)
 
 
 KERNELS = Kernels()

@@ -70,6 +70,16 @@ def real_data_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def clean_registry():
+    """Models a test registers (from a file, a module or a cell) are gone after it: tests in one
+    process must not see each other's models."""
+    from mnistlab.registry import restored
+
+    with restored():
+        yield
+
+
+@pytest.fixture(autouse=True)
 def default_runs_dir(tmp_path: Path, monkeypatch) -> Path:
     """A run written without a runs folder lands in the test's own tmp_path, never in runs/."""
     monkeypatch.setenv("MNISTLAB_RUNS_DIR", str(tmp_path))

@@ -194,3 +194,25 @@ def test_evaluate_refuses_bad_input_before_writing(tmp_path, capsys):
     assert main(["evaluate", "--run", str(run), "--test-set", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == sorted(before + ["model.keras"])  # nothing written
+
+
+@pytest.mark.slow  # figures and the test images
+def test_the_pair_view_renders_a_default_pair_statically(tmp_path, real_data_dir, monkeypatch, capsys):
+    import mnistlab
+    from mnistlab.pair_view import pair_verdict
+
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
+    shown = []
+    monkeypatch.setattr("mnistlab.pair_view.display", lambda *objects: shown.extend(objects))
+    for seed in range(2):
+        fake_run(tmp_path, "mlp", seed, wrong_at(range(10)), corrupted={"fog": wrong_at([3])})
+        fake_run(tmp_path, "cnn", seed, wrong_at([1]), corrupted={"fog": wrong_at([3, 4, 5])})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert mnistlab.explore(tmp_path, static=True) is None
+    markdown = [o.data for o in shown if hasattr(o, "data") and isinstance(o.data, str)]
+    assert markdown[0] == "### cnn (A) against mlp (B)"
+    assert "McNemar's exact test over 2 seed(s): **significantly different with every seed**" in markdown[1]
+    assert "only cnn gets right: 18; only mlp: 0" in markdown[1]
+    assert sum(type(o).__name__ == "Figure" for o in shown) == 4  # curves, per class, gallery, corruptions
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # the view writes nothing
+    assert pair_verdict(counted(tmp_path), "cnn", "nope").startswith("No seed has runs of both")
