@@ -1,8 +1,9 @@
 """The console of a plan of runs (run-all, sweeps): a line when each run starts, its result when it
 ends, and the runs done, failed and left with the time elapsed and left. The time left comes from
-what each planned run costs (its epochs and images times its model's FLOPs per image, from the
-architecture record), priced by the runs of the plan that have finished: wall seconds = the time
-around a run + FLOPs / the rate training reached."""
+what each planned run costs: its epochs and images times its model's cost per image, measured here
+once per model (seconds of a forward pass, at the precision the run resolves: dense layers and
+convolutions run at very different rates), priced by the runs of the plan that have finished:
+wall seconds = the time around a run + a factor (training against a forward pass) x that cost."""
 
 from __future__ import annotations
 
@@ -15,6 +16,40 @@ from mnistlab.config import TrainConfig, train_images
 from mnistlab.task import Outcome, Task, result_text
 
 TEST_IMAGES = 10_000
+
+
+_FORWARD_SECONDS: dict = {}
+
+
+def forward_seconds_per_image(config: TrainConfig, images: int = 512) -> float:
+    """Seconds of a forward pass per image through the config's model, as it will run here (its
+    resolved precision), measured once per model and setting: a warm-up batch, then `images`."""
+    import time as clock
+
+    import numpy as np
+
+    from mnistlab.architecture import builder_kwargs
+    from mnistlab.machine import resolve
+    from mnistlab.registry import get_entry
+
+    precision = resolve(config)["precision"]
+    key = (config.model, precision, tuple(sorted(builder_kwargs(config, get_entry(config.model)).items())),
+           config.models_from)
+    if key not in _FORWARD_SECONDS:
+        from mnistlab.train import build
+
+        model = build(config, precision)
+        x = np.random.default_rng(0).integers(0, 256, (images, 28, 28), dtype=np.uint8)
+        model.predict(x[:64], batch_size=64, verbose=0)  # tracing
+        start = clock.perf_counter()
+        model.predict(x, batch_size=256, verbose=0)
+        _FORWARD_SECONDS[key] = (clock.perf_counter() - start) / images
+    return _FORWARD_SECONDS[key]
+
+
+def planned_cost(config: TrainConfig) -> float:
+    """A run's cost in forward-pass seconds: `planned_flops` with the measured seconds per image."""
+    return planned_flops(config, forward_seconds_per_image(config))
 
 
 def planned_flops(config: TrainConfig, flops_per_image: float) -> float:
@@ -31,12 +66,12 @@ def minutes(seconds: float) -> str:
 
 
 class TimeLeft:
-    """Seconds left of a plan from what each run costs. `cost(task)` gives a task's FLOPs; each
-    finished run adds (its FLOPs, its training seconds, its wall seconds). The training seconds of
-    a run are fitted as a + FLOPs / rate over the finished runs (least squares; one run gives the
-    rate alone), and the time around a run (data, evaluation, saving) is the mean of wall minus
-    training seconds, the first run left out once there are others (it also started the kernel).
-    Before any run has finished there is no estimate (None)."""
+    """Seconds left of a plan from what each run costs. `cost(task)` gives a task's cost (e.g.
+    `planned_cost`); each finished run adds (its cost, its training seconds, its wall seconds). A
+    run's training seconds are its cost times the factor the finished runs show (their training
+    seconds over their cost), and the time around a run (data, evaluation, saving) is the mean of
+    wall minus training seconds, the first run left out once there are others (it also started
+    the kernel). Before any run has finished there is no estimate (None)."""
 
     def __init__(self, cost: Callable[[Task], float]):
         self.cost = cost
@@ -51,16 +86,11 @@ class TimeLeft:
         comparison notebook at the end)."""
         if not self.finished:
             return None
-        flops, train, wall = (np.array(column, dtype=float) for column in zip(*self.finished))
+        cost, train, wall = (np.array(column, dtype=float) for column in zip(*self.finished))
         # The first run also started the kernel the later ones reuse (mnistlab.task.Kernels).
         around = float(np.mean(np.maximum(wall - train, 0.0)[1:] if len(wall) > 1 else wall - train))
-        if len(self.finished) >= 2 and np.ptp(flops) > 0:
-            slope, intercept = np.polyfit(flops, train, 1)
-            if slope <= 0 or intercept < 0:  # noise on runs of similar cost: fall back to a rate through 0
-                slope, intercept = train.sum() / flops.sum(), 0.0
-        else:
-            slope, intercept = train.sum() / max(flops.sum(), 1.0), 0.0
-        return sum(intercept + slope * self.cost(task) + around for task in tasks) + extra_runs * around
+        factor = train.sum() / max(cost.sum(), 1e-12)  # training seconds per unit of cost, over the finished runs
+        return sum(factor * self.cost(task) + around for task in tasks) + extra_runs * around
 
 
 class Progress:

@@ -12,7 +12,7 @@ from pathlib import Path
 from mnistlab.config import TrainConfig, check_overrides, make_config
 from mnistlab.executor import Executor, run_tasks
 from mnistlab.machine import available_cores
-from mnistlab.progress import Progress, TimeLeft, planned_flops
+from mnistlab.progress import Progress, TimeLeft, planned_cost
 from mnistlab.registry import FIX_MODELS_FROM, expand_model_names, get_entry, load_models_from
 from mnistlab.runs import check_writable, new_run_name, resolve_runs_dir, write_json
 from mnistlab.task import Task, check_kernel, execute_notebook, run_log
@@ -110,8 +110,7 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     check_kernel()
     start = time.perf_counter()
     tasks = [Task(new_run_name(config.model), config, f"{config.model} seed {config.seed}") for config in plan]
-    progress = Progress(len(tasks), TimeLeft(lambda task: planned_flops(
-        task.config, describe(task.config)["flops_per_image"])))
+    progress = Progress(len(tasks), TimeLeft(lambda task: planned_cost(task.config)))
     sources = [source for config in plan for source in config.models_from]
     with Executor(runs_dir, workers, scheduler, log_output, dataset=plan[0].dataset, verbose=verbose,
                   force=force, models_from=sources) as executor:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mnistlab.config import FIELDS, NOT_RESULT, TrainConfig, _coerce, check_overrides, make_config
 from mnistlab.executor import Executor, run_tasks
-from mnistlab.progress import Progress, TimeLeft, planned_flops
+from mnistlab.progress import Progress, TimeLeft, planned_cost
 from mnistlab.results import run_status
 from mnistlab.runs import check_writable, new_run_name, read_json, resolve_runs_dir, write_json
 from mnistlab.sweep_report import print_settings, sweep_table, write_figures
@@ -142,9 +142,8 @@ def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: 
     unique = list({config: (point, config) for point, config in configs}.values())  # a grid point equal to the recipe's runs once
     tasks = [Task(new_run_name(model), config, _label(point, config.seed)) for point, config in unique]
     total = len(tasks) + (trials if space else 0)
-    cost = lambda task: planned_flops(task.config, describe(task.config)["flops_per_image"])  # noqa: E731
-    progress = Progress(total, TimeLeft(cost), describe_result=_sweep_result, rerun_hint="already in the sweep",
-                        extra_runs=1)
+    progress = Progress(total, TimeLeft(lambda task: planned_cost(task.config)), describe_result=_sweep_result,
+                        rerun_hint="already in the sweep", extra_runs=1)
     with Executor(folder, workers, scheduler, log_output, dataset=base.dataset, models_from=base.models_from) as executor:
         if space:
             done: set[str] = set()

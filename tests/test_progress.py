@@ -1,0 +1,53 @@
+"""The console of a plan: the time left from what each planned run costs, priced by the finished
+runs (the first one's kernel start left out of the time around a run)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mnistlab.config import make_config
+from mnistlab.progress import TimeLeft, minutes, planned_flops
+from mnistlab.task import Outcome, Task
+
+
+def task(name: str, epochs: int) -> Task:
+    return Task(name, make_config("mlp", epochs=epochs), name)
+
+
+def finished(train: float, wall: float) -> Outcome:
+    return Outcome("trained", status="completed", metrics={"train_seconds": train}, seconds=wall)
+
+
+def test_planned_flops_count_training_validation_and_test_images():
+    config = make_config("mlp", epochs=2, limit=1000)
+    # 2 epochs x (3 x 1,000 training images + 1,000 validation images) + 1,000 test images
+    assert planned_flops(config, 10.0) == 10.0 * (2 * (3 * 1000 + 1000) + 1000)
+    assert planned_flops(make_config("mlp", epochs=1, validation_size=0), 1.0) == 3 * 60000 + 10000
+
+
+def test_time_left_prices_the_remaining_runs_by_the_finished_ones():
+    cost = lambda t: float(t.config.epochs)  # noqa: E731 -- a run's cost in "epochs"
+    left = TimeLeft(cost)
+    assert left.seconds([task("a", 4)]) is None  # nothing finished: no estimate
+    left.add(task("a", 1), finished(train=10.0, wall=25.0))  # the first run also started the kernel
+    assert left.seconds([task("b", 2)]) == pytest.approx(2 * 10.0 + 15.0)
+    left.add(task("b", 3), finished(train=32.0, wall=35.0))
+    # Training: 42 s for 4 epochs' cost, 10.5 s per epoch; around a run: 3 s (the first run left out).
+    assert left.seconds([task("c", 5), task("d", 1)], extra_runs=1) == pytest.approx(52.5 + 3 + 10.5 + 3 + 3)
+    left.add(task("e", 2), Outcome("skipped", status="completed", metrics={"train_seconds": 99.0}))
+    assert len(left.finished) == 2  # a skipped run costs nothing and teaches nothing
+
+
+def test_minutes():
+    assert (minutes(12.4), minutes(61), minutes(245)) == ("12 s", "1 min 01 s", "4 min 05 s")
+
+
+def test_the_cost_per_image_is_measured_once_per_model():
+    # (No comparison of two timings here: speed is measured by make bench, never asserted.)
+    from mnistlab.progress import _FORWARD_SECONDS, forward_seconds_per_image, planned_cost
+
+    mlp = make_config("mlp", precision="float32")
+    assert forward_seconds_per_image(mlp) > 0
+    measured = len(_FORWARD_SECONDS)
+    assert planned_cost(make_config("mlp", epochs=9, precision="float32")) > planned_cost(mlp)
+    assert len(_FORWARD_SECONDS) == measured  # the same model: not measured again
