@@ -255,6 +255,9 @@ def show(table: pd.DataFrame, floats: str = "{:.4f}"):
     labels never broken in the middle (they wrap only at their commas)."""
     styler = table.style.hide(axis="index").format(precision=4, na_rep="-", thousands=",",
                                                     subset=table.select_dtypes("float").columns)
+    text = [c for c in table.columns if table[c].dtype == object]
+    if text:  # words read from the left; numbers stay right-aligned
+        styler = styler.set_properties(subset=text, **{"text-align": "left"})
     if "run" in table:
         styler = styler.set_properties(subset=["run"], **{"white-space": "nowrap"})
     return styler.set_table_styles([{"selector": "th", "props": [("text-align", "left")]}])

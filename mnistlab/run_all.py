@@ -53,6 +53,17 @@ def plan_runs(models, seeds: int, workers: int = 1, scheduler: str | None = None
     return plan
 
 
+def expected_cost(runs_dir: Path, force: bool = False):
+    """A task's cost for the time left (mnistlab.progress.planned_cost), or 0 for a config that has
+    a completed run in `runs_dir` now: where it starts, it will most likely be skipped (an estimate;
+    the decision itself is made there, by mnistlab.task.run_state)."""
+    from mnistlab.architecture import planned_hash
+    from mnistlab.results import completed_runs_by_hash
+
+    completed = {} if force else completed_runs_by_hash(runs_dir)
+    return lambda task: 0.0 if planned_hash(task.config) in completed else planned_cost(task.config)
+
+
 def evaluate_corruptions(runs_dir: Path, dataset: str, log=print) -> float | None:
     """Evaluate the counted runs of `dataset` in `runs_dir` on the MNIST-C-style corruptions
     (regenerated; mnistlab.robustness) where not done yet. Returns the seconds it took (None for a
@@ -110,7 +121,7 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     check_kernel()
     start = time.perf_counter()
     tasks = [Task(new_run_name(config.model), config, f"{config.model} seed {config.seed}") for config in plan]
-    progress = Progress(len(tasks), TimeLeft(lambda task: planned_cost(task.config)))
+    progress = Progress(len(tasks), TimeLeft(expected_cost(runs_dir, force)))
     sources = [source for config in plan for source in config.models_from]
     with Executor(runs_dir, workers, scheduler, log_output, dataset=plan[0].dataset, verbose=verbose,
                   force=force, models_from=sources) as executor:
