@@ -109,7 +109,7 @@ def cmd_run_all(args) -> int:
 
     run_all(args.models, seeds=args.seeds, runs_dir=args.runs_dir, force=args.force, workers=args.workers,
             scheduler=args.scheduler, verbose=args.verbose, corruptions=not args.no_corruptions,
-            **_run_overrides(args))
+            corruption_images=args.corruption_images, **_run_overrides(args))
     return 0
 
 
@@ -167,7 +167,8 @@ def cmd_evaluate(args) -> int:
     run_dir = check_run(args.run)  # before any test set is read or made
     record = read_json(run_dir / "config.json")
     classes = len(record["data"]["class_names"])
-    suite, test_sets = load_suite(args.test_set, classes, dataset=record["config"].get("dataset", "mnist"))
+    suite, test_sets = load_suite(args.test_set, classes, dataset=record["config"].get("dataset", "mnist"),
+                                  images=args.images)
     from mnistlab.robustness import LABEL
 
     label = LABEL if not args.test_set else str(args.test_set)
@@ -279,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_all.add_argument("--no-corruptions", action="store_true",
                          help="do not evaluate the runs on the MNIST-C-style corruptions (default: evaluate "
                               "every compared MNIST run not yet evaluated on them)")
+    run_all.add_argument("--corruption-images", type=int, default=4000,
+                         help="images of each corruption the runs are evaluated on, the first N of 10,000 "
+                              "(default: 4000; 10000 for all)")
     run_all.add_argument("-v", "--verbose", action="store_true",
                          help="show every log line on the console too (default: only in each run's train.log)")
     run_all.set_defaults(func=cmd_run_all)
@@ -318,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "test_labels.npy), a folder with an IDX pair (t10k-images-idx3-ubyte[.gz], "
                                "t10k-labels-idx1-ubyte[.gz]) or an .npz with x_test and y_test (default: the "
                                "15 MNIST-C-style corruptions, regenerated and cached under the data folder)")
+    evaluate.add_argument("--images", type=int, default=None,
+                          help="with the default test sets: the first N images of each corruption (default: all 10,000)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     report = sub.add_parser("report", help="render an executed comparison notebook to HTML, code hidden")

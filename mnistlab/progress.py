@@ -1,9 +1,10 @@
 """The console of a plan of runs (run-all, sweeps): a line when each run starts, its result when it
 ends, and the runs done, failed and left with the time elapsed and left. The time left comes from
-what each planned run costs: its epochs and images times its model's cost per image, measured here
-once per model (seconds of a forward pass, at the precision the run resolves: dense layers and
-convolutions run at very different rates), priced by the runs of the plan that have finished:
-wall seconds = the time around a run + a factor (training against a forward pass) x that cost."""
+what each planned run costs: its epochs and images times its model's training cost per image,
+measured here once per model (a few training steps as the run takes them: its batch size, steps
+per execution, precision and preprocessing; dense layers and convolutions run at very different
+rates, and a FLOP count cannot tell), priced by the runs of the plan that have finished: wall
+seconds = the time around a run + a factor (a run's seconds against the measured cost) x that cost."""
 
 from __future__ import annotations
 
@@ -18,46 +19,67 @@ from mnistlab.task import Outcome, Task, result_text
 TEST_IMAGES = 10_000
 
 
-_FORWARD_SECONDS: dict = {}
+_SECONDS_PER_IMAGE: dict = {}
 
 
-def forward_seconds_per_image(config: TrainConfig, images: int = 512) -> float:
-    """Seconds of a forward pass per image through the config's model, as it will run here (its
-    resolved precision), measured once per model and setting: a warm-up batch, then `images`."""
-    import time as clock
+class _EpochSeconds:
+    def __new__(cls):
+        import keras
 
+        class EpochSeconds(keras.callbacks.Callback):
+            seconds: list = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                import time as clock
+
+                self._start = clock.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                import time as clock
+
+                self.seconds = [*self.seconds, clock.perf_counter() - self._start]
+
+        return EpochSeconds()
+
+
+def training_seconds_per_image(config: TrainConfig, steps: int = 32) -> float:
+    """Seconds of training per image for the config's model, as a run takes its steps here (its
+    batch size, steps per execution, resolved precision and augmentation), measured once per model
+    and setting: one epoch of `steps` steps to trace and warm up, then one timed epoch, on random
+    images."""
     import numpy as np
+    import tensorflow as tf
 
     from mnistlab.architecture import builder_kwargs
     from mnistlab.machine import resolve
     from mnistlab.registry import get_entry
 
     precision = resolve(config)["precision"]
-    key = (config.model, precision, tuple(sorted(builder_kwargs(config, get_entry(config.model)).items())),
-           config.models_from)
-    if key not in _FORWARD_SECONDS:
-        from mnistlab.train import build
+    key = (config.model, precision, config.batch_size, config.augment, config.shift_pixels, config.robust_augment,
+           tuple(sorted(builder_kwargs(config, get_entry(config.model)).items())), config.models_from)
+    if key not in _SECONDS_PER_IMAGE:
+        from mnistlab.train import build, compile_model
 
         model = build(config, precision)
-        x = np.random.default_rng(0).integers(0, 256, (images, 28, 28), dtype=np.uint8)
-        model.predict(x[:64], batch_size=64, verbose=0)  # tracing
-        start = clock.perf_counter()
-        model.predict(x, batch_size=256, verbose=0)
-        _FORWARD_SECONDS[key] = (clock.perf_counter() - start) / images
-    return _FORWARD_SECONDS[key]
+        compile_model(model, config, steps_per_epoch=steps, steps_per_execution=min(config.steps_per_execution, steps))
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (config.batch_size, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, config.batch_size).astype(np.uint8)
+        data = tf.data.Dataset.from_tensors((x, y)).repeat()
+        timer = _EpochSeconds()
+        model.fit(data, steps_per_epoch=steps, epochs=2, callbacks=[timer], verbose=0, shuffle=False)
+        _SECONDS_PER_IMAGE[key] = timer.seconds[-1] / (steps * config.batch_size)
+    return _SECONDS_PER_IMAGE[key]
 
 
 def planned_cost(config: TrainConfig) -> float:
-    """A run's cost in forward-pass seconds: `planned_flops` with the measured seconds per image."""
-    return planned_flops(config, forward_seconds_per_image(config))
-
-
-def planned_flops(config: TrainConfig, flops_per_image: float) -> float:
-    """FLOPs a run of `config` spends: forward and backward (3x forward) over its training images
-    each epoch, a forward pass over its validation images each epoch, and one over the test set."""
+    """A run's cost in measured seconds: its training images per epoch times the epochs times
+    `training_seconds_per_image`, and a third of that per image for its validation and test
+    passes (inference)."""
+    per_image = training_seconds_per_image(config)
     val = min(config.validation_size, config.limit or config.validation_size)
     test = min(TEST_IMAGES, config.limit or TEST_IMAGES)
-    return flops_per_image * (config.epochs * (3 * train_images(config) + val) + test)
+    return per_image * (config.epochs * (train_images(config) + val / 3) + test / 3)
 
 
 def minutes(seconds: float) -> str:

@@ -25,9 +25,12 @@ EVALUATIONS_DIR = "evaluations"
 COLUMNS = ["suite", "test_set", "sha256", "images", "accuracy", "loss", "ece", "label"]
 
 
-def regenerated_sets(data_dir: str | os.PathLike | None = None, dataset: str = "mnist", log=print) -> list[TestSet]:
+def regenerated_sets(data_dir: str | os.PathLike | None = None, dataset: str = "mnist", log=print,
+                     images: int | None = None) -> list[TestSet]:
     """The 15 MNIST-C-style corruptions of the dataset's test images, regenerated (and cached
-    under the data folder) by mnistlab.corruptions, as TestSets named after the corruptions."""
+    under the data folder) by mnistlab.corruptions, as TestSets named after the corruptions; with
+    `images`, the first that many of each (the digest says which: a run evaluated on another
+    number is evaluated again)."""
     from mnistlab import corruptions
     from mnistlab.data import FILE_STEMS, default_data_dir, load_dataset
     from mnistlab.testsets import digest_of
@@ -36,9 +39,13 @@ def regenerated_sets(data_dir: str | os.PathLike | None = None, dataset: str = "
     data = load_dataset(dataset, data_dir=data_dir, validation_size=0)
     corrupted = corruptions.load_corrupted(data.x_test, data.y_test, data.digests[FILE_STEMS["test_images"]],
                                            corruptions.cache_dir_for(data_dir, dataset), log=log)
-    labels = np.asarray(corrupted.labels, dtype=np.uint8)
-    return [TestSet(name=name, x=corrupted.images[name], y=labels, sha256=digest_of(corrupted.images[name], labels),
-                    source=str(corrupted.folder)) for name in corruptions.CORRUPTIONS]
+    if images is not None and not (isinstance(images, int) and 1 <= images <= len(corrupted.labels)):
+        raise ValueError(f"the number of images per corruption must be from 1 to {len(corrupted.labels)}, got {images!r}")
+    count = images or len(corrupted.labels)
+    labels = np.asarray(corrupted.labels[:count], dtype=np.uint8)
+    return [TestSet(name=name, x=corrupted.images[name][:count], y=labels,
+                    sha256=digest_of(corrupted.images[name][:count], labels), source=str(corrupted.folder))
+            for name in corruptions.CORRUPTIONS]
 
 
 def suite_name(test_set: str | None) -> str:
@@ -51,12 +58,12 @@ def suite_name(test_set: str | None) -> str:
 
 
 def load_suite(test_set: str | None, num_classes: int = 10, data_dir=None, dataset: str = "mnist",
-               log=print) -> tuple[str, list[TestSet]]:
-    """(suite name, its test sets): the regenerated corruptions for None, else what `test_set`
-    holds (mnistlab.testsets.load_test_sets). Raises ValueError (TestSetError) naming the file
-    and what is wrong."""
+               log=print, images: int | None = None) -> tuple[str, list[TestSet]]:
+    """(suite name, its test sets): the regenerated corruptions for None (the first `images` of
+    each, all by default), else what `test_set` holds (mnistlab.testsets.load_test_sets). Raises
+    ValueError (TestSetError) naming the file and what is wrong."""
     if not test_set:
-        return REGENERATED, regenerated_sets(data_dir, dataset, log=log)
+        return REGENERATED, regenerated_sets(data_dir, dataset, log=log, images=images)
     return suite_name(test_set), load_test_sets(test_set, num_classes)
 
 

@@ -17,6 +17,10 @@ from mnistlab.registry import FIX_MODELS_FROM, expand_model_names, get_entry, lo
 from mnistlab.runs import check_writable, new_run_name, resolve_runs_dir, write_json
 from mnistlab.task import Task, check_kernel, execute_notebook, run_log
 
+# Images of each corruption run-all evaluates the runs on: the first 4,000 of 10,000 keep the
+# robustness evaluation within 15% of a one-seed run-all of the core six (docs/results.md);
+# `evaluate` and --corruption-images 10000 take them all.
+CORRUPTION_IMAGES = 4000
 # Keys run-all sets itself, per run: an override of them would make every run the same.
 PLAN_KEYS = ("model", "seed")
 
@@ -64,10 +68,10 @@ def expected_cost(runs_dir: Path, force: bool = False):
     return lambda task: 0.0 if planned_hash(task.config) in completed else planned_cost(task.config)
 
 
-def evaluate_corruptions(runs_dir: Path, dataset: str, log=print) -> float | None:
+def evaluate_corruptions(runs_dir: Path, dataset: str, log=print, images: int | None = CORRUPTION_IMAGES) -> float | None:
     """Evaluate the counted runs of `dataset` in `runs_dir` on the MNIST-C-style corruptions
-    (regenerated; mnistlab.robustness) where not done yet. Returns the seconds it took (None for a
-    dataset other than MNIST, which MNIST-C is made from)."""
+    (regenerated; mnistlab.robustness; the first `images` of each) where not done yet. Returns the
+    seconds it took (None for a dataset other than MNIST, which MNIST-C is made from)."""
     from mnistlab.results import latest_runs, load_runs
     from mnistlab.robustness import LABEL, REGENERATED, evaluate_runs, regenerated_sets
 
@@ -77,15 +81,16 @@ def evaluate_corruptions(runs_dir: Path, dataset: str, log=print) -> float | Non
     counted, _ = latest_runs(load_runs(runs_dir), dataset)
     if counted.empty:
         return 0.0
-    log(f"Robustness: the {len(counted)} runs compared, on the {LABEL} corruptions")
-    evaluate_runs([Path(d) for d in counted.run_dir], REGENERATED, regenerated_sets(dataset=dataset, log=log),
-                  label=LABEL, log=log)
+    sets = regenerated_sets(dataset=dataset, log=log, images=images)
+    log(f"Robustness: the {len(counted)} runs compared, on the {LABEL} corruptions ({len(sets[0].y):,} images of each)")
+    evaluate_runs([Path(d) for d in counted.run_dir], REGENERATED, sets, label=LABEL, log=log)
     return time.perf_counter() - start
 
 
 def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str | os.PathLike | None = None,
             log_output: bool = True, force: bool = False, workers: int = 1, scheduler: str | None = None,
-            verbose: bool = False, corruptions: bool = True, **overrides) -> Path:
+            verbose: bool = False, corruptions: bool = True, corruption_images: int | None = CORRUPTION_IMAGES,
+            **overrides) -> Path:
     """Train every model of `models` (names or groups, see mnistlab.registry.expand_model_names;
     default: the "core" comparison) `seeds` times via train_model.ipynb, then execute
     compare_runs.ipynb. `overrides` (epochs, limit, recipe, models_from, ...) apply to every run.
@@ -100,7 +105,8 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
 
     Beyond clean accuracy: with `corruptions` (the default, MNIST runs only), every counted run not
     yet evaluated on the regenerated MNIST-C-style corruptions is evaluated on them (in this
-    process, from its model.keras) before the comparison, which then compares robustness too.
+    process, from its model.keras; the first `corruption_images` of each corruption, None for all
+    10,000) before the comparison, which then compares robustness too.
 
     Parallel: `workers` > 1 runs that many notebooks at once on a Dask LocalCluster (one
     process each, TensorFlow limited to cores / workers threads per run); `scheduler`
@@ -135,7 +141,7 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
                for task, o in finished if o.state == "trained" and o.metrics]
     failures = [o.detail for o in outcomes if o.state in ("failed", "locked")
                 or (o.state == "trained" and o.status != "completed")]
-    robustness_seconds = evaluate_corruptions(runs_dir, plan[0].dataset) if corruptions else None
+    robustness_seconds = evaluate_corruptions(runs_dir, plan[0].dataset, images=corruption_images) if corruptions else None
     output = runs_dir / "compare_runs.ipynb"
     comparison = None
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mnistlab.config import make_config
-from mnistlab.progress import TimeLeft, minutes, planned_flops
+from mnistlab.progress import TimeLeft, minutes, planned_cost
 from mnistlab.task import Outcome, Task
 
 
@@ -18,11 +18,11 @@ def finished(train: float, wall: float) -> Outcome:
     return Outcome("trained", status="completed", metrics={"train_seconds": train}, seconds=wall)
 
 
-def test_planned_flops_count_training_validation_and_test_images():
-    config = make_config("mlp", epochs=2, limit=1000)
-    # 2 epochs x (3 x 1,000 training images + 1,000 validation images) + 1,000 test images
-    assert planned_flops(config, 10.0) == 10.0 * (2 * (3 * 1000 + 1000) + 1000)
-    assert planned_flops(make_config("mlp", epochs=1, validation_size=0), 1.0) == 3 * 60000 + 10000
+def test_planned_cost_counts_training_validation_and_test_images(monkeypatch):
+    monkeypatch.setattr("mnistlab.progress.training_seconds_per_image", lambda config: 0.003)
+    # 2 epochs x (1,000 training images + 1,000 validation images at a third) + 1,000 test images at a third
+    assert planned_cost(make_config("mlp", epochs=2, limit=1000)) == pytest.approx(0.003 * (2 * (1000 + 1000 / 3) + 1000 / 3))
+    assert planned_cost(make_config("mlp", epochs=1, validation_size=0)) == pytest.approx(0.003 * (60000 + 10000 / 3))
 
 
 def test_time_left_prices_the_remaining_runs_by_the_finished_ones():
@@ -44,10 +44,12 @@ def test_minutes():
 
 def test_the_cost_per_image_is_measured_once_per_model():
     # (No comparison of two timings here: speed is measured by make bench, never asserted.)
-    from mnistlab.progress import _FORWARD_SECONDS, forward_seconds_per_image, planned_cost
+    from mnistlab.progress import _SECONDS_PER_IMAGE, planned_cost, training_seconds_per_image
 
     mlp = make_config("mlp", precision="float32")
-    assert forward_seconds_per_image(mlp) > 0
-    measured = len(_FORWARD_SECONDS)
+    assert training_seconds_per_image(mlp) > 0
+    measured = len(_SECONDS_PER_IMAGE)
     assert planned_cost(make_config("mlp", epochs=9, precision="float32")) > planned_cost(mlp)
-    assert len(_FORWARD_SECONDS) == measured  # the same model: not measured again
+    assert len(_SECONDS_PER_IMAGE) == measured  # the same model: not measured again
+    training_seconds_per_image(make_config("mlp", batch_size=64, precision="float32"))
+    assert len(_SECONDS_PER_IMAGE) == measured + 1  # another batch size is another cost
