@@ -94,8 +94,9 @@ class Comparison:
                    "params", "train_seconds", "images_per_second", "epochs_run", "limit", "precision", "threads"]
         summary = self.counted[[c for c in columns if c in self.counted]]
         summary.to_csv(self.runs_dir / "summary.csv", index=False)
-        return summary.drop(columns=["model", "dataset"]).rename(columns={"precision": "machine: precision",
-                                                                         "threads": "machine: threads"})
+        view = summary.drop(columns=["model", "dataset"]).dropna(axis=1, how="all")  # no column of blanks
+        view = view.assign(**{c: view[c].round().astype("Int64") for c in ("images_per_second",) if c in view})
+        return view.rename(columns={"precision": "machine: precision", "threads": "machine: threads"})
 
     def by_variant(self) -> pd.DataFrame:
         """Per variant (by_model.csv): runs, test accuracy and loss (mean ± std, 95% CI), the

@@ -8,6 +8,7 @@ seconds = the time around a run + a factor (a run's seconds against the measured
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -67,7 +68,13 @@ def training_seconds_per_image(config: TrainConfig, steps: int = 32) -> float:
         y = rng.integers(0, 10, config.batch_size).astype(np.uint8)
         data = tf.data.Dataset.from_tensors((x, y)).repeat()
         timer = _EpochSeconds()
-        model.fit(data, steps_per_epoch=steps, epochs=2, callbacks=[timer], verbose=0, shuffle=False)
+        tensorflow_log = logging.getLogger("tensorflow")
+        level = tensorflow_log.level
+        tensorflow_log.setLevel(logging.ERROR)  # its "retracing" advice, about these throwaway models, is not for the console
+        try:
+            model.fit(data, steps_per_epoch=steps, epochs=2, callbacks=[timer], verbose=0, shuffle=False)
+        finally:
+            tensorflow_log.setLevel(level)
         _SECONDS_PER_IMAGE[key] = timer.seconds[-1] / (steps * config.batch_size)
     return _SECONDS_PER_IMAGE[key]
 
@@ -87,32 +94,39 @@ def minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-class TimeLeft:
-    """Seconds left of a plan from what each run costs. `cost(task)` gives a task's cost (e.g.
-    `planned_cost`); each finished run adds (its cost, its training seconds, its wall seconds). A
-    run's training seconds are its cost times the factor the finished runs show (their training
-    seconds over their cost), and the time around a run (data, evaluation, saving) is the mean of
-    wall minus training seconds, the first run left out once there are others (it also started
-    the kernel). Before any run has finished there is no estimate (None)."""
+# What follows a plan's runs, measured on the core six (1 seed, 2 cores): the comparison notebook
+# (its kernel's start included) about 15 s.
+COMPARISON_SECONDS = 15.0
 
-    def __init__(self, cost: Callable[[Task], float]):
-        self.cost = cost
-        self.finished: list[tuple[float, float, float]] = []  # (flops, train seconds, wall seconds)
+
+class TimeLeft:
+    """Seconds left of a plan from what each run costs. `cost(task)` gives a task's training
+    seconds as measured here (`planned_cost`); each finished run adds (its cost, its epochs, its
+    training seconds, its wall seconds). A run's training seconds are its cost plus what every
+    epoch adds beyond its steps (validation, the epoch's backup and logs), and the time around a
+    run (data, evaluation, saving) the mean of wall minus training seconds, each as the finished
+    runs show it (the first run's kernel start left out once there are others); `after(tasks)`
+    adds what follows the runs (the robustness evaluation, the comparison). Before any run has
+    finished there is no estimate (None)."""
+
+    def __init__(self, cost: Callable[[Task], float], after: Callable[[list[Task]], float] | None = None):
+        self.cost, self.after = cost, after or (lambda tasks: COMPARISON_SECONDS)
+        self.finished: list[tuple[float, int, float, float]] = []  # (cost, epochs, train seconds, wall seconds)
 
     def add(self, task: Task, outcome: Outcome) -> None:
         if outcome.state == "trained" and outcome.metrics and outcome.seconds:
-            self.finished.append((self.cost(task), float(outcome.metrics["train_seconds"]), outcome.seconds))
+            self.finished.append((self.cost(task), task.config.epochs, float(outcome.metrics["train_seconds"]),
+                                  outcome.seconds))
 
-    def seconds(self, tasks: list[Task], extra_runs: int = 0) -> float | None:
-        """Estimated seconds of `tasks` plus `extra_runs` runs' worth of time around a run (the
-        comparison notebook at the end)."""
+    def seconds(self, tasks: list[Task]) -> float | None:
+        """Estimated seconds of `tasks` and of what follows the plan's runs."""
         if not self.finished:
             return None
-        cost, train, wall = (np.array(column, dtype=float) for column in zip(*self.finished))
+        cost, epochs, train, wall = (np.array(column, dtype=float) for column in zip(*self.finished))
         # The first run also started the kernel the later ones reuse (mnistlab.task.Kernels).
         around = float(np.mean(np.maximum(wall - train, 0.0)[1:] if len(wall) > 1 else wall - train))
-        factor = train.sum() / max(cost.sum(), 1e-12)  # training seconds per unit of cost, over the finished runs
-        return sum(factor * self.cost(task) + around for task in tasks) + extra_runs * around
+        per_epoch = float(np.mean(np.maximum(train - cost, 0.0) / np.maximum(epochs, 1)))
+        return sum(self.cost(task) + per_epoch * task.config.epochs + around for task in tasks) + self.after(tasks)
 
 
 class Progress:
@@ -120,9 +134,8 @@ class Progress:
     text of a finished run's result (default: test accuracy and training seconds)."""
 
     def __init__(self, total: int, time_left: TimeLeft | None = None,
-                 describe_result: Callable[[Outcome], str] | None = None, rerun_hint: str = "FORCE=1 re-runs it",
-                 extra_runs: int = 1):
-        self.total, self.time_left, self.rerun_hint, self.extra_runs = total, time_left, rerun_hint, extra_runs
+                 describe_result: Callable[[Outcome], str] | None = None, rerun_hint: str = "FORCE=1 re-runs it"):
+        self.total, self.time_left, self.rerun_hint = total, time_left, rerun_hint
         self.describe_result = describe_result or (lambda outcome: result_text(outcome.metrics))
         self.start = time.perf_counter()
         self.started, self.done, self.failed, self.skipped = 0, 0, 0, 0
@@ -153,7 +166,7 @@ class Progress:
             head = f"FAILED {outcome.detail if outcome.state != 'trained' else f'{task.run_name}: {outcome.status}: {outcome.detail}'}"
         elapsed = time.perf_counter() - self.start
         left = len(remaining)
-        estimate = self.time_left.seconds(remaining, self.extra_runs) if self.time_left is not None else None
+        estimate = self.time_left.seconds(remaining) if self.time_left is not None else None
         tail = f"~{minutes(estimate)} left" if estimate is not None else "time left unknown"
         print(f"{head}; {self.done} done, {self.failed} failed, {left} left; {minutes(elapsed)} elapsed, {tail}",
               flush=True)

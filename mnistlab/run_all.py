@@ -68,6 +68,17 @@ def expected_cost(runs_dir: Path, force: bool = False):
     return lambda task: 0.0 if planned_hash(task.config) in completed else planned_cost(task.config)
 
 
+def after_the_runs(tasks: list[Task], cost, corruption_images: int) -> float:
+    """Seconds of what follows a plan's runs: the comparison notebook, and each run's robustness
+    evaluation (loading its model, about a second, and a forward pass over 15 x `corruption_images`
+    images, a third of a training step's cost per image)."""
+    from mnistlab.progress import COMPARISON_SECONDS, training_seconds_per_image
+
+    robustness = sum(1.0 + training_seconds_per_image(t.config) / 3 * 15 * corruption_images
+                     for t in tasks) if corruption_images else 0.0
+    return COMPARISON_SECONDS + robustness
+
+
 def evaluate_corruptions(runs_dir: Path, dataset: str, log=print, images: int | None = CORRUPTION_IMAGES) -> float | None:
     """Evaluate the counted runs of `dataset` in `runs_dir` on the MNIST-C-style corruptions
     (regenerated; mnistlab.robustness; the first `images` of each) where not done yet. Returns the
@@ -127,7 +138,9 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     check_kernel()
     start = time.perf_counter()
     tasks = [Task(new_run_name(config.model), config, f"{config.model} seed {config.seed}") for config in plan]
-    progress = Progress(len(tasks), TimeLeft(expected_cost(runs_dir, force)))
+    cost = expected_cost(runs_dir, force)
+    progress = Progress(len(tasks), TimeLeft(cost, after=lambda left: after_the_runs(
+        tasks, cost, corruption_images if corruptions and plan[0].dataset == "mnist" else 0)))
     sources = [source for config in plan for source in config.models_from]
     with Executor(runs_dir, workers, scheduler, log_output, dataset=plan[0].dataset, verbose=verbose,
                   force=force, models_from=sources) as executor:

@@ -143,7 +143,7 @@ def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: 
     tasks = [Task(new_run_name(model), config, _label(point, config.seed)) for point, config in unique]
     total = len(tasks) + (trials if space else 0)
     progress = Progress(total, TimeLeft(lambda task: planned_cost(task.config)), describe_result=_sweep_result,
-                        rerun_hint="already in the sweep", extra_runs=1)
+                        rerun_hint="already in the sweep")
     with Executor(folder, workers, scheduler, log_output, dataset=base.dataset, models_from=base.models_from) as executor:
         if space:
             done: set[str] = set()

@@ -26,14 +26,15 @@ def test_planned_cost_counts_training_validation_and_test_images(monkeypatch):
 
 
 def test_time_left_prices_the_remaining_runs_by_the_finished_ones():
-    cost = lambda t: float(t.config.epochs)  # noqa: E731 -- a run's cost in "epochs"
-    left = TimeLeft(cost)
+    cost = lambda t: 10.0 * t.config.epochs  # noqa: E731 -- measured: 10 s of steps per epoch
+    left = TimeLeft(cost, after=lambda tasks: 7.0)
     assert left.seconds([task("a", 4)]) is None  # nothing finished: no estimate
-    left.add(task("a", 1), finished(train=10.0, wall=25.0))  # the first run also started the kernel
-    assert left.seconds([task("b", 2)]) == pytest.approx(2 * 10.0 + 15.0)
+    left.add(task("a", 1), finished(train=11.0, wall=25.0))  # the first run also started the kernel
+    assert left.seconds([task("b", 2)]) == pytest.approx(2 * 10.0 + 2 * 1.0 + 14.0 + 7.0)
     left.add(task("b", 3), finished(train=32.0, wall=35.0))
-    # Training: 42 s for 4 epochs' cost, 10.5 s per epoch; around a run: 3 s (the first run left out).
-    assert left.seconds([task("c", 5), task("d", 1)], extra_runs=1) == pytest.approx(52.5 + 3 + 10.5 + 3 + 3)
+    # Each epoch adds (1 + 2/3) / 2 s beyond its steps; around a run: 3 s (the first run left out).
+    per_epoch = (1.0 + 2.0 / 3) / 2
+    assert left.seconds([task("c", 5), task("d", 1)]) == pytest.approx(50 + 5 * per_epoch + 3 + 10 + per_epoch + 3 + 7)
     left.add(task("e", 2), Outcome("skipped", status="completed", metrics={"train_seconds": 99.0}))
     assert len(left.finished) == 2  # a skipped run costs nothing and teaches nothing
 
