@@ -221,6 +221,20 @@ def time_to_targets(model_name: str, data, style: str, targets: tuple[float, ...
     return {target: reached.get(target, (float("nan"), 0)) for target in targets}
 
 
+def robustness_seconds(model_name: str, images: int = 4000) -> float:
+    """Seconds of one run's robustness evaluation as run-all makes it (mnistlab.robustness): the 15
+    MNIST-C-style corruptions, the first `images` of each, through the model (the recipe's
+    precision), after a warm-up batch; the model's load (about a second) not included."""
+    config = make_config(model_name)
+    model = build(config, machine.resolve(config)["precision"])
+    x = np.random.default_rng(0).integers(0, 256, (images, 28, 28), dtype=np.uint8)
+    model.predict(x[:1000], batch_size=1000, verbose=0)
+    start = time.perf_counter()
+    for _ in range(15):
+        model.predict(x, batch_size=1000, verbose=0)
+    return time.perf_counter() - start
+
+
 def peer_model(name: str) -> keras.Model:
     """A peer recipe's network (PEERS), compiled as its page compiles it: inputs (batch, 28, 28)
     float32 in [0, 1]."""
@@ -451,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
             print(name, {k: v for k, v in row.items() if "_to_" in k}, flush=True)
         if not args.quick and name in ("slp", "bn_cnn"):
             row["peak_rss_mib_1_epoch"] = round(peak_memory_mib(name))
+        if not args.quick:
+            row["robustness_seconds_per_run"] = round(robustness_seconds(name), 1)
         rows.append(row)
         for peer, spec in PEERS.items():  # right after the recipe it is set against: the machine's speed drifts
             if spec["against"] != name or args.quick or args.no_peers:

@@ -46,7 +46,7 @@ def test_epoch_timer_counts_the_steps_keras_runs():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=4)
     timer = bench.EpochTimer()
     model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat(), epochs=2, steps_per_epoch=6,
-              callbacks=[timer], verbose=0)
+              callbacks=[timer], verbose=0, shuffle=False)
     assert timer.steps == [8, 8] and len(timer.seconds) == 2
 
 

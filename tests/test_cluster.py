@@ -31,6 +31,7 @@ def test_run_all_and_a_sweep_on_a_cluster_started_apart(tmp_path, client_env, ca
     # Two workers: one as it should be, one whose own data folder is empty.
     with ProcessCluster(tmp_path, [{}, {"MNISTLAB_DATA_DIR": str(tmp_path / "no-data-here")}]) as cluster:
         compare = run_all(["slp", "mlp"], runs_dir=client_env, epochs=1, limit=3000, scheduler=cluster.address,
+                          corruptions=False,
                           log_output=False)
         timing = json.loads((client_env / "run_all_timing.json").read_text())
         assert (timing["planned"], timing["skipped"], timing["trained"], timing["failed"]) == (2, 0, 2, 0)
@@ -41,7 +42,7 @@ def test_run_all_and_a_sweep_on_a_cluster_started_apart(tmp_path, client_env, ca
         assert err.count("cannot be used") == 1 and "no-data-here" in err and "Dataset file not found" in err
         assert "1 of 2 workers can run tasks" in out and out.count("finished ") == 2
         # Run again: both are skipped, nothing is trained twice.
-        run_all(["slp", "mlp"], runs_dir=client_env, epochs=1, limit=3000, scheduler=cluster.address,
+        run_all(["slp", "mlp"], runs_dir=client_env, epochs=1, limit=3000, scheduler=cluster.address, corruptions=False,
                 log_output=False)
         timing = json.loads((client_env / "run_all_timing.json").read_text())
         assert (timing["planned"], timing["skipped"], timing["trained"]) == (2, 2, 0)
@@ -57,6 +58,7 @@ def test_run_all_and_a_sweep_on_a_cluster_started_apart(tmp_path, client_env, ca
         models_file = client_only / "lenet5.py"
         models_file.write_text((PROJECT_DIR / "examples" / "lenet5.py").read_text())
         run_all(["lenet5"], runs_dir=client_env, epochs=1, limit=3000, scheduler=cluster.address, log_output=False,
+                corruptions=False,
                 models_from=[str(models_file)])
         (run,) = client_env.glob("lenet5-*")
         origin = json.loads((run / "config.json").read_text())["model"]["origin"]

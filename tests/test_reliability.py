@@ -136,12 +136,12 @@ def test_unsafe_model_is_not_loaded(tmp_path):
 
 def test_run_all_is_incremental(tmp_path, real_data_dir, monkeypatch, capsys):
     monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
-    run_all(["slp"], runs_dir=tmp_path, epochs=1, limit=300, log_output=False)
+    run_all(["slp"], runs_dir=tmp_path, epochs=1, limit=300, log_output=False, corruptions=False)
     first = sorted(p.name for p in tmp_path.glob("slp-*"))
-    run_all(["slp"], runs_dir=tmp_path, epochs=1, limit=300, log_output=False)
+    run_all(["slp"], runs_dir=tmp_path, epochs=1, limit=300, log_output=False, corruptions=False)
     assert sorted(p.name for p in tmp_path.glob("slp-*")) == first
     assert f"completed as {first[0]}" in capsys.readouterr().out
-    run_all(["slp"], runs_dir=tmp_path, epochs=1, limit=300, log_output=False, force=True)
+    run_all(["slp"], runs_dir=tmp_path, epochs=1, limit=300, log_output=False, force=True, corruptions=False)
     assert len(list(tmp_path.glob("slp-*"))) == 2
     assert len(pd.read_csv(tmp_path / "summary.csv")) == 1  # the same (variant, seed) counts once
 
