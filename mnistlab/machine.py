@@ -84,10 +84,25 @@ def probe_onednn_isa(timeout: float = 120) -> str | None:
     return match.group(1).strip() if match else None
 
 
+def bfloat16_hidden_by_cap(flags: frozenset | None = None, environ=os.environ) -> bool:
+    """Whether ONEDNN_MAX_CPU_ISA hides this CPU's bfloat16 units from oneDNN (an AVX2 cap on a
+    CPU that has them, as `ISA=avx2` imitates a laptop): oneDNN's bfloat16 kernels then cannot be
+    created, and TensorFlow aborts the process."""
+    flags = cpu_info()[1] if flags is None else flags
+    has_units = ISA_ORDER.index(onednn_isa(flags, {})) >= ISA_ORDER.index(BF16_ISA)
+    return has_units and ISA_ORDER.index(onednn_isa(flags, environ)) < ISA_ORDER.index(BF16_ISA)
+
+
 def resolve_precision(requested: str, flags: frozenset | None = None, environ=os.environ) -> str:
     """"auto" -> "mixed_bfloat16" where oneDNN may use the CPU's bfloat16 units (an ISA at or
     above AVX512_CORE_BF16, after ONEDNN_MAX_CPU_ISA), else "float32"; others unchanged.
-    On CPUs without those units bfloat16 is emulated and slower than float32."""
+    On CPUs without those units bfloat16 is emulated and slower than float32. Raises ValueError
+    for "mixed_bfloat16" where ONEDNN_MAX_CPU_ISA hides the CPU's bfloat16 units (the process
+    would abort in oneDNN), with the fix."""
+    if requested == "mixed_bfloat16" and bfloat16_hidden_by_cap(flags, environ):
+        raise ValueError(f"precision=mixed_bfloat16 cannot run here: ONEDNN_MAX_CPU_ISA={max_isa_setting(environ)} "
+                         "hides this CPU's bfloat16 units from oneDNN, whose bfloat16 kernels then fail and abort the "
+                         "process; unset ONEDNN_MAX_CPU_ISA, or use precision=float32 (or auto, float32 under the cap)")
     if requested != "auto":
         return requested
     isa = onednn_isa(flags, environ)

@@ -90,3 +90,16 @@ def test_importing_mnistlab_keeps_the_users_onednn_setting():
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"
+
+
+def test_an_avx2_cap_on_a_bfloat16_cpu_refuses_explicit_bfloat16():
+    from mnistlab.machine import bfloat16_hidden_by_cap, resolve_precision
+
+    zen4 = frozenset({"avx512_bf16", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx2", "fma"})
+    capped = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert bfloat16_hidden_by_cap(zen4, capped) and not bfloat16_hidden_by_cap(zen4, {})
+    assert not bfloat16_hidden_by_cap(frozenset({"avx2", "fma"}), capped)  # an AVX2 CPU: nothing hidden
+    assert resolve_precision("auto", zen4, capped) == "float32"
+    with pytest.raises(ValueError, match="ONEDNN_MAX_CPU_ISA=AVX2 hides this CPU's bfloat16 units"):
+        resolve_precision("mixed_bfloat16", zen4, capped)
+    assert resolve_precision("mixed_bfloat16", zen4, {}) == "mixed_bfloat16"
