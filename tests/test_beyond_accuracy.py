@@ -216,3 +216,40 @@ def test_the_pair_view_renders_a_default_pair_statically(tmp_path, real_data_dir
     assert sum(type(o).__name__ == "Figure" for o in shown) == 4  # curves, per class, gallery, corruptions
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # the view writes nothing
     assert pair_verdict(counted(tmp_path), "cnn", "nope").startswith("No seed has runs of both")
+
+
+@pytest.mark.slow  # trains a model
+def test_evaluate_on_the_official_layout_and_an_idx_pair_matches_an_independent_evaluation(tmp_path, tiny_data,
+                                                                                          capsys):
+    import keras
+
+    from conftest import synthetic_images, write_idx
+    from mnistlab.cli import main
+    from mnistlab.config import make_config
+    from mnistlab.data import FILE_STEMS
+    from mnistlab.train import train_and_evaluate
+
+    run = train_and_evaluate(make_config("slp", epochs=2, batch_size=32, verbose=0), tmp_path / "runs", data=tiny_data)
+    x, y = synthetic_images(300, seed=7)
+    official = tmp_path / "mnist_c"
+    for name, images in (("shot_noise", x), ("inverted", 255 - x)):
+        (official / name).mkdir(parents=True)
+        np.save(official / name / "test_images.npy", images[..., None])  # (N, 28, 28, 1) uint8, as MNIST-C ships
+        np.save(official / name / "test_labels.npy", y.astype(np.int64))
+    pair = tmp_path / "qmnist-like"
+    pair.mkdir()
+    write_idx(pair / FILE_STEMS["test_images"], x[:200])
+    write_idx(pair / FILE_STEMS["test_labels"], y[:200])
+    model = keras.models.load_model(run / "model.keras")  # the independent evaluation: Keras alone
+    expected = {"shot_noise": np.mean(model.predict(x, verbose=0).argmax(1) == y),
+                "inverted": np.mean(model.predict(255 - x, verbose=0).argmax(1) == y),
+                "qmnist-like": np.mean(model.predict(x[:200], verbose=0).argmax(1) == y[:200])}
+    for test_set in (official, pair):
+        assert main(["evaluate", "--run", str(run), "--test-set", str(test_set)]) == 0
+    table = pd.read_csv(run / "evaluations.csv").set_index("test_set")
+    for name, accuracy in expected.items():
+        assert table.loc[name, "accuracy"] == pytest.approx(accuracy, abs=1e-9), name
+    assert table.loc["qmnist-like", "images"] == 200 and table.loc["shot_noise", "suite"] == "mnist_c"
+    saved = np.load(run / "evaluations" / "mnist_c" / "inverted.npz")
+    assert np.array_equal(saved["y_true"], y) and saved["probabilities"].shape == (300, 10)
+    assert "qmnist-like" in capsys.readouterr().out
