@@ -12,6 +12,8 @@ import pandas as pd
 import seaborn as sns
 from sklearn.metrics import classification_report, confusion_matrix
 
+from mnistlab import timing
+
 EVALUATION_FILES = ("predictions.npz", "confusion_matrix.csv", "confusion_matrix.png",
                     "classification_report.csv", "misclassified.png", "reliability.png")
 
@@ -49,20 +51,25 @@ def plot_misclassified(x: np.ndarray, y_true: np.ndarray, probabilities: np.ndar
                        count: int = 24, columns: int = 8) -> plt.Figure:
     """Grid of the `count` most confidently wrong images: true label, predicted label, probability.
 
-    x: (N, 28, 28) uint8 images; y_true: (N,); probabilities: (N, C).
+    x: (N, 28, 28) uint8 images; y_true: (N,); probabilities: (N, C). One axes holding a mosaic
+    (a quarter of the drawing time of one axes per image).
     """
     y_pred = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(y_pred != y_true)
-    wrong = wrong[np.argsort(-probabilities[wrong, y_pred[wrong]])][:count]
+    errors = np.flatnonzero(y_pred != y_true)
+    wrong = errors[np.argsort(-probabilities[errors, y_pred[errors]])][:count]
     rows = max(1, -(-len(wrong) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, i in zip(axes.ravel(), wrong):
-        ax.imshow(x[i], cmap="gray_r")
-        ax.set_title(f"true {class_names[y_true[i]]}\npred {class_names[y_pred[i]]} {probabilities[i, y_pred[i]]:.2f}",
-                     fontsize=8)
-    fig.suptitle(f"{len(wrong)} most confidently wrong of {len(np.flatnonzero(y_pred != y_true))} errors")
+    height, width = x.shape[1:3]
+    pad_x, pad_y = width // 4, int(height * 0.9)  # room for two lines of caption above each image
+    mosaic = np.zeros((rows * (height + pad_y), columns * (width + pad_x)), dtype=np.float32)
+    fig, ax = plt.subplots(figsize=(1.6 * columns, 1.9 * rows))
+    for k, i in enumerate(wrong):
+        top, left = (k // columns) * (height + pad_y) + pad_y, (k % columns) * (width + pad_x) + pad_x // 2
+        mosaic[top:top + height, left:left + width] = x[i]
+        ax.text(left + width / 2, top - 2, f"true {class_names[y_true[i]]}\npred {class_names[y_pred[i]]} "
+                f"{probabilities[i, y_pred[i]]:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.imshow(mosaic, cmap="gray_r", interpolation="nearest", vmin=0, vmax=255)
+    ax.axis("off")
+    fig.suptitle(f"{len(wrong)} most confidently wrong of {len(errors)} errors")
     fig.tight_layout()
     return fig
 
@@ -80,27 +87,32 @@ def write_evaluation(run_dir: Path, x_test: np.ndarray, y_test: np.ndarray, prob
     from mnistlab.calibration import apply_temperature, calibration_metrics, plot_reliability, reliability_table
 
     run_dir = Path(run_dir)
-    save_predictions(run_dir / "predictions.npz", y_test, probabilities)
     labels = list(range(len(class_names)))
     y_pred = probabilities.argmax(axis=1)
-    cm = confusion_matrix(y_test, y_pred, labels=labels)
-    pd.DataFrame(cm, index=pd.Index(class_names, name="true"),
-                 columns=pd.Index(class_names, name="predicted")).to_csv(run_dir / "confusion_matrix.csv")
-    report = classification_report(y_test, y_pred, labels=labels, target_names=list(class_names),
-                                   output_dict=True, zero_division=0)
-    report.pop("accuracy", None)  # a scalar, not a per-class row; metrics.json has it
-    pd.DataFrame(report).T.rename_axis("class").to_csv(run_dir / "classification_report.csv")
-    calibration = calibration_metrics(probabilities, y_test, probabilities_val,
-                                      y_val if probabilities_val is not None else None)
-    tables = {"test set": reliability_table(probabilities, y_test)}
-    if calibration["temperature"] is not None:
-        tables[f"after temperature {calibration['temperature']:.2f} (fitted on validation)"] = reliability_table(
-            apply_temperature(probabilities, calibration["temperature"]), y_test)
-    for name, fig in (("confusion_matrix.png", plot_confusion_matrix(cm, class_names, title)),
-                      ("misclassified.png", plot_misclassified(x_test, y_test, probabilities, class_names)),
-                      ("reliability.png", plot_reliability(tables, title=f"Reliability: {title}" if title else ""))):
-        fig.savefig(run_dir / name, dpi=100)
-        plt.close(fig)
+    with timing.stage("evaluation"):
+        cm = confusion_matrix(y_test, y_pred, labels=labels)
+        report = classification_report(y_test, y_pred, labels=labels, target_names=list(class_names),
+                                       output_dict=True, zero_division=0)
+        report.pop("accuracy", None)  # a scalar, not a per-class row; metrics.json has it
+        calibration = calibration_metrics(probabilities, y_test, probabilities_val,
+                                          y_val if probabilities_val is not None else None)
+        tables = {"test set": reliability_table(probabilities, y_test)}
+        if calibration["temperature"] is not None:
+            tables[f"after temperature {calibration['temperature']:.2f} (fitted on validation)"] = reliability_table(
+                apply_temperature(probabilities, calibration["temperature"]), y_test)
+    with timing.stage("saving"):
+        save_predictions(run_dir / "predictions.npz", y_test, probabilities)
+        pd.DataFrame(cm, index=pd.Index(class_names, name="true"),
+                     columns=pd.Index(class_names, name="predicted")).to_csv(run_dir / "confusion_matrix.csv")
+        pd.DataFrame(report).T.rename_axis("class").to_csv(run_dir / "classification_report.csv")
+    with timing.stage("figures"):
+        for name, draw in (("confusion_matrix.png", lambda: plot_confusion_matrix(cm, class_names, title)),
+                           ("misclassified.png", lambda: plot_misclassified(x_test, y_test, probabilities, class_names)),
+                           ("reliability.png",
+                            lambda: plot_reliability(tables, title=f"Reliability: {title}" if title else ""))):
+            fig = draw()
+            fig.savefig(run_dir / name, dpi=100)
+            plt.close(fig)
     return calibration
 
 

@@ -98,6 +98,23 @@ def evaluate_corruptions(runs_dir: Path, dataset: str, log=print, images: int | 
     return time.perf_counter() - start
 
 
+def around_the_training(runs_dir: Path, outcome) -> dict:
+    """{"stage_seconds": the run's seconds per stage other than training (its timing.json),
+    "outside_the_run_seconds": the task's wall seconds not spent in any stage}; {} when the run
+    folder is not readable from here (a Dask worker's own disk) or holds no timing.json."""
+    from mnistlab.runs import read_json
+
+    path = Path(outcome.run_dir or "")
+    path = path if path.is_absolute() else runs_dir / path
+    try:
+        stages = read_json(path / "timing.json")["seconds"]
+        spent = sum(float(v) for v in stages.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {"stage_seconds": {k: v for k, v in stages.items() if k != "training"},
+            "outside_the_run_seconds": round(outcome.seconds - spent, 2)}
+
+
 def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str | os.PathLike | None = None,
             log_output: bool = True, force: bool = False, workers: int = 1, scheduler: str | None = None,
             verbose: bool = False, corruptions: bool = True, corruption_images: int | None = CORRUPTION_IMAGES,
@@ -148,9 +165,13 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     outcomes = [outcome for _, outcome in finished]
     # Per run trained: its wall seconds (from the task's start to its folder's last file) and its
     # training seconds; the difference is the time around the run (kernel, data, evaluation, files).
+    # Where the time around goes: the run's own stages (its timing.json: checks and data, build,
+    # evaluation, figures, saving, TensorBoard) and what is outside them (the notebook's other
+    # cells, papermill, the kernel's reset or start).
     per_run = [{"run": task.run_name, "model": task.config.model, "seed": task.config.seed,
                 "wall_seconds": round(o.seconds, 2), "train_seconds": o.metrics["train_seconds"],
-                "around_seconds": round(o.seconds - o.metrics["train_seconds"], 2)}
+                "around_seconds": round(o.seconds - o.metrics["train_seconds"], 2),
+                **around_the_training(runs_dir, o)}
                for task, o in finished if o.state == "trained" and o.metrics]
     failures = [o.detail for o in outcomes if o.state in ("failed", "locked")
                 or (o.state == "trained" and o.status != "completed")]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mnistlab import autoencoder, machine
+from mnistlab import autoencoder, machine, timing
 from mnistlab.architecture import builder_kwargs, describe, identity
 from mnistlab.callbacks import divergence_threshold, make_callbacks
 from mnistlab.config import TrainConfig, check_run_name, validate
@@ -349,13 +349,19 @@ def train_and_evaluate(config: TrainConfig, runs_dir: str | os.PathLike | None =
     Raises ValueError for an invalid config, run name, runs folder, model builder or data,
     before anything is written.
     """
-    run = prepare(config, runs_dir, run_name, data)
+    timing.reset()
+    with timing.stage("checks_and_data"):
+        run = prepare(config, runs_dir, run_name, data)
     with open_run(run.runs_dir, run.name) as folder, backup_dir(run.runs_dir, run.record["config_hash"], run.name) as state:
         write_json(folder.path / "config.json", run.record)
-        model, resumed_from_epoch, extra_metrics = start(run, folder.path, state)
-        fitted = fit(model, run, folder.path, state, resumed_from_epoch, callbacks)
+        with timing.stage("build"):
+            model, resumed_from_epoch, extra_metrics = start(run, folder.path, state)
+        with timing.stage("training"):
+            fitted = fit(model, run, folder.path, state, resumed_from_epoch, callbacks)
         metrics = conclude(model, run, folder, fitted, extra_metrics)
-        write_hparams(folder.path, run.record, metrics)
+        with timing.stage("tensorboard"):
+            write_hparams(folder.path, run.record, metrics)
+        write_json(folder.path / "timing.json", {"seconds": timing.seconds()})
     return run.path
 
 
@@ -391,10 +397,11 @@ def evaluate_and_record(model: keras.Model, run: Run, run_path: Path, hist: pd.D
     outputs = get_entry(run.config.model).outputs
     # One pass over the test and validation images together (one traced function, large batches);
     # the temperature is fitted on the validation split, never on test (mnistlab.calibration).
-    x = np.concatenate([data.x_test, data.x_val]) if len(data.x_val) else data.x_test
-    predicted = model.predict(x, batch_size=EVALUATION_BATCH, verbose=0).astype(np.float32)
-    if outputs == "logits":
-        predicted = keras.ops.convert_to_numpy(keras.ops.softmax(predicted, axis=-1))
+    with timing.stage("evaluation"):
+        x = np.concatenate([data.x_test, data.x_val]) if len(data.x_val) else data.x_test
+        predicted = model.predict(x, batch_size=EVALUATION_BATCH, verbose=0).astype(np.float32)
+        if outputs == "logits":
+            predicted = keras.ops.convert_to_numpy(keras.ops.softmax(predicted, axis=-1))
     probabilities, probabilities_val = predicted[:len(data.x_test)], predicted[len(data.x_test):] if len(data.x_val) else None
     test_accuracy = float(np.mean(probabilities.argmax(axis=1) == data.y_test))
     metrics = {
@@ -408,12 +415,14 @@ def evaluate_and_record(model: keras.Model, run: Run, run_path: Path, hist: pd.D
         **extra,
     }
     title = f"{run_path.name.removeprefix('.tmp-')}  (test accuracy {test_accuracy:.4f})"
-    fig = plot_curves(hist, title=title, path=run_path / "curves.png")
-    plt.close(fig)
+    with timing.stage("figures"):
+        fig = plot_curves(hist, title=title, path=run_path / "curves.png")
+        plt.close(fig)
     metrics.update(write_evaluation(run_path, data.x_test, data.y_test, probabilities, data.class_names, title,
                                     probabilities_val, data.y_val))
-    write_json(run_path / "metrics.json", metrics)
-    saved_form(model, outputs).save(run_path / "model.keras")
+    with timing.stage("saving"):
+        write_json(run_path / "metrics.json", metrics)
+        saved_form(model, outputs).save(run_path / "model.keras")
     return metrics
 
 

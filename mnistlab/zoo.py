@@ -72,6 +72,16 @@ _zoo("speedrun", recipe={"epochs": 2, "batch_size": 256, "learning_rate": 0.01, 
                          "lr_warmup_fraction": 0.2, "precision": "auto", "batch_norm_momentum": 0.9},
      source="mnistlab (after published MNIST speed records)", builder_settings=BATCH_NORM)
 
+# `make bench`'s time to 0.99 (#30): the speedrun network for one epoch at batch 128 (twice the
+# steps of batch 256) with a tenth warming up to 0.015. Chosen among one-epoch variants on the
+# validation split (batch 64/128/256, learning rate 0.005-0.015, widths 16-40, Dense 256: each
+# within 0.002 of the others there, and this the cheapest of the best); reaches 0.990 test
+# accuracy as a three-seed mean only just (bench/results.md).
+register_model("speedrun_one_epoch", "mnistlab.models:build_speedrun",
+               recipe={"epochs": 1, "batch_size": 128, "learning_rate": 0.015, "lr_schedule": "cosine",
+                       "lr_warmup_fraction": 0.1, "precision": "auto", "batch_norm_momentum": 0.9},
+               source="mnistlab (the speedrun network, one epoch)", builder_settings=BATCH_NORM)
+
 # Robustness (#28): bn_cnn's network behind a per-image standardisation, trained on the shifts
 # people's own digits bring (robust_augment). The MNIST-C-style corruptions measure it, never train it.
 _zoo("robust_cnn", recipe={**_CNN, "epochs": 12, "learning_rate": 0.005, "batch_norm_momentum": 0.9,
@@ -82,5 +92,5 @@ _zoo("robust_cnn", recipe={**_CNN, "epochs": 12, "learning_rate": 0.005, "batch_
 # cnn_linear, its literal CNN), the default of `make run-all`; "all" is the whole zoo.
 CORE_MODELS = ("slp", "mlp", "dropout_mlp", "cnn", "cnn_linear", "bn_cnn")
 ZOO_MODELS = ("slp", "mlp", "dropout_mlp", "cnn", "cnn_linear", "bn_cnn", "deep_bn_cnn", "sigmoid_mlp", "pool_cnn",
-              "tiny_mlp", "small_mlp", "ae_classifier", "speedrun", "robust_cnn")
+              "tiny_mlp", "small_mlp", "ae_classifier", "speedrun", "speedrun_one_epoch", "robust_cnn")
 GROUPS.update(core=CORE_MODELS, all=ZOO_MODELS)

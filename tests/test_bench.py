@@ -143,3 +143,35 @@ def test_op_types_of_onednn_and_fused_kernels_are_grouped():
     assert bench.op_type("_MklNativeFusedConv2D") == bench.op_type("_FusedConv2D") == "FusedConv2D"
     assert bench.op_type("_MklMatMul") == bench.op_type("MatMul") == "MatMul"
     assert bench.OP_GROUPS[bench.op_type("_MklNativeFusedBatchNormGradV3")] == "batch norm"
+
+
+def test_time_to_mean_accuracy_stops_at_the_first_epoch_whose_mean_reaches_the_target():
+    # Two seeds: accuracies per epoch (0.97, 0.985, 0.995) and (0.98, 0.99, 0.99); means 0.975,
+    # 0.9875, 0.9925: 0.99 is reached at epoch 3, not at epoch 2 when one seed alone reached it.
+    curves = [[0.97, 0.985, 0.995], [0.98, 0.99, 0.99]]
+    seconds = [[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]]
+    epochs_run = [[], []]
+
+    def trainer(i):
+        def fit_epoch(epoch):
+            epochs_run[i].append(epoch)
+            return seconds[i][epoch]
+        return fit_epoch, lambda: curves[i][epochs_run[i][-1]]
+
+    result = bench.time_to_mean_accuracy([trainer(0), trainer(1)], 0.99, epochs=5, images_per_epoch=100)
+    assert result["epoch"] == 3 and result["seconds"] == pytest.approx((6.0 + 6.0) / 2)
+    assert result["test_accuracy"] == pytest.approx(0.9925) and epochs_run == [[0, 1, 2], [0, 1, 2]]
+    assert result["images_per_second"] == pytest.approx(600 / 12)
+    # Never reached within the epochs: no seconds, no epoch, the last mean.
+    epochs_run = [[], []]
+    never = bench.time_to_mean_accuracy([trainer(0), trainer(1)], 0.999, epochs=3, images_per_epoch=100)
+    assert never["epoch"] == 0 and never["seconds"] != never["seconds"] and never["test_accuracy"] == pytest.approx(0.9925)
+
+
+def test_matmul_rate_of_the_precision_that_ran():
+    from mnistlab import machine
+    from mnistlab.config import make_config
+
+    assert bench.matmul_gflops(n=256, repeats=2) > 0
+    if machine.resolve(make_config("speedrun"))["precision"] == "mixed_bfloat16":  # bfloat16 units, not hidden
+        assert bench.matmul_gflops(n=256, repeats=2, precision="mixed_bfloat16") > 0

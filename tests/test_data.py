@@ -154,3 +154,18 @@ def test_real_data_verifies(real_data_dir, name):
     # Stratified: each class's share of the validation split matches the training split's.
     assert np.abs(np.bincount(data.y_val) / 5000 - np.bincount(data.y_train) / 55000).max() < 0.001
     assert data.y_test.max() == 9 and data.x_train.max() == 255
+
+
+def test_a_file_changed_after_a_load_is_read_again(tiny_data_dir):
+    # The process keeps what it read (run-all's kernel loads the same files for every run), by the
+    # files' identity: a file replaced since is read and checked again, never served from memory.
+    first = load_dataset(data_dir=tiny_data_dir, validation_size=100, verify_checksums=False)
+    first.x_test[:] = 0  # callers get copies: writing into one leaves the next load intact
+    again = load_dataset(data_dir=tiny_data_dir, validation_size=100, verify_checksums=False)
+    assert again.x_test.any()
+    path = tiny_data_dir / "mnist" / FILE_STEMS["test_labels"]
+    labels = np.frombuffer(path.read_bytes()[8:], np.uint8).copy()
+    labels[0] = 12
+    write_idx(path, labels, gz=False)
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: label 12 at index 0 is outside 0-9"):
+        load_dataset(data_dir=tiny_data_dir, validation_size=100, verify_checksums=False)

@@ -31,6 +31,7 @@ EXPECTED_PARAMS = {
     "ae_classifier": 670_682,  # autoencoder 435,536 + classifier 235,146
     # convs without bias 800 + 18,432; dense without bias 3136*128; BN 4*(32+64+128); 1,290
     "speedrun": 422_826,
+    "speedrun_one_epoch": 422_826,  # speedrun's network
     "robust_cnn": 241_098,  # bn_cnn's; the per-image standardisation learns nothing
 }
 

@@ -62,6 +62,12 @@ def test_run_all_smoke(tmp_path, real_data_dir, monkeypatch, capfd):
     for figure in ("comparison.png", "accuracy.png", "pairwise.png"):
         assert (tmp_path / figure).stat().st_size > 10_000, figure
     assert not list((tmp_path / ".notebooks").glob("*.ipynb"))
+    # run_all_timing.json: per run, training and the rest, the rest by stage and outside the run.
+    timing = json.loads((tmp_path / "run_all_timing.json").read_text())
+    for run in timing["runs"]:
+        stages, outside = run["stage_seconds"], run["outside_the_run_seconds"]
+        assert set(stages) == {"checks_and_data", "build", "evaluation", "figures", "saving", "tensorboard"}
+        assert outside > 0 and sum(stages.values()) + outside <= run["around_seconds"] + 0.01
 
     from mnistlab.report import render_report
 

@@ -20,7 +20,7 @@ from mnistlab.train import train_and_evaluate
 pytestmark = pytest.mark.isa
 
 RUN_FILES = {"config.json", "history.csv", "metrics.json", "status.json", "curves.png", "model.keras",
-             "tensorboard", *EVALUATION_FILES}
+             "tensorboard", "timing.json", *EVALUATION_FILES}
 
 
 def test_one_epoch_writes_every_run_file(tmp_path, tiny_data):
@@ -48,6 +48,10 @@ def test_one_epoch_writes_every_run_file(tmp_path, tiny_data):
     assert saved["environment"]["onednn_isa"] and saved["environment"]["cpu_model"]
     assert saved["data"]["num_train"] == 320 and saved["environment"]["packages"]["tensorflow"]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+    # Where the run's seconds went, stage by stage; training's is fit's wall time.
+    stages = json.loads((run_dir / "timing.json").read_text())["seconds"]
+    assert list(stages) == ["checks_and_data", "build", "training", "evaluation", "figures", "saving", "tensorboard"]
+    assert all(v > 0 for v in stages.values()) and stages["training"] >= metrics["train_seconds"]
 
     predictions = load_predictions(run_dir / "predictions.npz")
     assert predictions["y_pred"].shape == (60,) and predictions["probabilities"].shape == (60, 10)
