@@ -127,4 +127,4 @@ best: setup data
 	$(PY) -m mnistlab run-all --models bn_cnn --seeds 3 --runs-dir $(RUNS_DIR)/best --workers $(WORKERS) $(RUN_ARGS)
 	$(PY) -m mnistlab run-all --models deep_bn_cnn --seeds $(BEST_SEEDS) --epochs $(BEST_EPOCHS) --runs-dir $(RUNS_DIR)/best \
 		--workers $(WORKERS) --set augment=True $(RUN_ARGS)
-	$(PY) -m mnistlab ensemble --runs-dir $(RUNS_DIR)/best --model deep_bn_cnn
+	$(PY) -m mnistlab ensemble --runs-dir $(RUNS_DIR)/best --model deep_bn_cnn --against bn_cnn

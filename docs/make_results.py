@@ -57,11 +57,25 @@ def add_suite(name: str, runs_dir: str, command: str) -> None:
             "run_all_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
     (DATA / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     pairwise = Path(runs_dir) / "pairwise.csv"
-    if pairwise.is_file():  # the comparison's McNemar tests: keep the pairs of one model's variants
-        same = same_model_pairs(pd.read_csv(pairwise), dict(zip(counted.variant, counted.model)))
+    if pairwise.is_file():  # the comparison's McNemar tests: the pairs of one model's variants, or
+        # every pair of a focused suite (at most three variants, e.g. make best's against bn_cnn)
+        model_of = dict(zip(counted.variant, counted.model))
+        same = same_model_pairs(pd.read_csv(pairwise), model_of, every_pair=len(model_of) <= 3)
         if not same.empty:
             PAIRS.mkdir(exist_ok=True)
             same.to_csv(PAIRS / f"{name}.csv", index=False)
+    ensemble = Path(runs_dir) / "ensemble.json"
+    if ensemble.is_file():  # `mnistlab ensemble --runs-dir` of this folder
+        (DATA / "ensembles").mkdir(exist_ok=True)
+        (DATA / "ensembles" / f"{name}.json").write_text(ensemble.read_text())
+    if timing.is_file():  # where each trained run's seconds went
+        per_run = [{"run": r["run"], "model": r["model"], "seed": r["seed"], "train_seconds": r["train_seconds"],
+                    "around_seconds": r["around_seconds"], **r.get("stage_seconds", {}),
+                    "outside_the_run": r.get("outside_the_run_seconds")}
+                   for r in json.loads(timing.read_text())["runs"] if "stage_seconds" in r]
+        if per_run:
+            (DATA / "timing").mkdir(exist_ok=True)
+            pd.DataFrame(per_run).to_csv(DATA / "timing" / f"{name}.csv", index=False)
     for table in ("robustness", "calibration"):  # beyond clean accuracy, where the comparison made them
         source = Path(runs_dir) / f"{table}.csv"
         if source.is_file():
@@ -96,15 +110,15 @@ def _beyond_tables(name: str) -> list[str]:
     return parts
 
 
-def same_model_pairs(pairwise: pd.DataFrame, model_of: dict[str, str]) -> pd.DataFrame:
+def same_model_pairs(pairwise: pd.DataFrame, model_of: dict[str, str], every_pair: bool = False) -> pd.DataFrame:
     """The verdicts (mnistlab.stats.pairwise_verdicts) of the pairs in `pairwise` (a comparison's
     pairwise.csv, one row per pair of variants and seed) whose two variants are of one model
-    (`model_of`: variant -> model), with columns variant_a, variant_b, n_seeds, only_a_right,
-    only_b_right, p_holm_max, significant_all_seeds."""
+    (`model_of`: variant -> model), or of every pair with `every_pair`, with columns variant_a,
+    variant_b, n_seeds, only_a_right, only_b_right, p_holm_max, significant_all_seeds."""
     from mnistlab.stats import pairwise_verdicts
 
     verdicts = pairwise_verdicts(pairwise)
-    same = verdicts[verdicts.model_a.map(model_of).eq(verdicts.model_b.map(model_of))]
+    same = verdicts if every_pair else verdicts[verdicts.model_a.map(model_of).eq(verdicts.model_b.map(model_of))]
     return same.rename(columns={"model_a": "variant_a", "model_b": "variant_b"}).reset_index(drop=True)
 
 
@@ -125,7 +139,7 @@ def _suite_table(runs: pd.DataFrame) -> str:
 def _pairs_table(pairs: pd.DataFrame) -> str:
     """Two variants of one model: the test images only one of them classifies right (summed over
     seeds) and McNemar's exact test per seed, Holm-corrected over all pairs of that seed."""
-    rows = ["Variants of one model compared image by image (exact McNemar test per seed, Holm-corrected over "
+    rows = ["Variants compared image by image (exact McNemar test per seed, Holm-corrected over "
             "every pair of the comparison; significant: p < 0.05 after correction with every seed):", "",
             "| variant a | variant b | seeds | only a right | only b right | largest p (Holm) | significant |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -217,6 +231,43 @@ def _suites(paths: list[Path]) -> list[str]:
         if pairs_path.is_file():
             parts += [_pairs_table(pd.read_csv(pairs_path)), ""]
         parts += _beyond_tables(meta_path.stem)
+        parts += _ensemble_and_timing(meta_path.stem)
+    return parts
+
+
+def _ensemble_and_timing(name: str) -> list[str]:
+    """A suite's ensemble (docs/data/ensembles/) and where its runs' seconds went (docs/data/timing/)."""
+    parts = []
+    ensemble = DATA / "ensembles" / f"{name}.json"
+    if ensemble.is_file():
+        result = json.loads(ensemble.read_text())
+        low, high = result["ensemble_ci95"]
+        parts += [f"The ensemble of the {len(result['runs'])} runs of `{result['model']}` (their test-set probabilities "
+                  f"averaged): **{result['ensemble_accuracy']:.4f}** (95% CI {low:.4f}-{high:.4f}, Clopper-Pearson over "
+                  f"its {result['images']:,} test images; members "
+                  + ", ".join(f"{a:.4f}" for a in result["run_accuracies"]) + ")."]
+        if result.get("against"):
+            parts += ["", f"The ensemble against each run of `{result['against_variant']}`, image by image (McNemar's "
+                      "exact test):", "", "| run | its accuracy | only the ensemble right | only the run right | p |",
+                      "| --- | --- | --- | --- | --- |"]
+            parts += [f"| {r['run']} | {r['accuracy']:.4f} | {r['only_ensemble_right']} | {r['only_run_right']} | "
+                      f"{r['p_value']:.2g} |" for r in result["against"]]
+        parts.append("")
+    timing = DATA / "timing" / f"{name}.csv"
+    if timing.is_file():
+        table = pd.read_csv(timing)
+        stages = [c for c in table if c not in ("run", "model", "seed", "train_seconds", "around_seconds")]
+        parts += ["The time around a run (run_all_timing.json): seconds per run outside training, by stage of the "
+                  "run and outside it (the notebook's other cells, papermill, the kernel's reset; the first run "
+                  "also starts the kernel and imports TensorFlow):", "",
+                  "| run | training | around | " + " | ".join(s.replace("_", " ") for s in stages) + " |",
+                  "| --- | --- | --- |" + " --- |" * len(stages)]
+        for row in table.to_dict("records"):
+            parts.append(f"| `{row['model']}` seed {row['seed']} | {row['train_seconds']:.1f} | {row['around_seconds']:.2f} | "
+                         + " | ".join(f"{row[s]:.2f}" for s in stages) + " |")
+        later = table.iloc[1:] if len(table) > 1 else table
+        parts += ["", f"Around the training: {later.around_seconds.mean():.2f} s per run on average after the first "
+                  f"(largest {later.around_seconds.max():.2f} s); the first run {table.around_seconds.iloc[0]:.2f} s.", ""]
     return parts
 
 
@@ -234,7 +285,7 @@ def _bench_section(path: Path) -> list[str]:
                 "divides by the matmul rate of its own precision (bfloat16: TensorFlow's bfloat16 matmul)"
                 if "float32_matmul_gflops" in bench else
                 f"numpy's float32 matmul ran at {first['matmul_gflops']} GFLOP/s (every row's \"of matmul\" divides "
-                "by it, bfloat16 rows included)") + "; the benchmark took "
+                "by it)") + "; the benchmark took "
              f"{first['bench_seconds']} s.", ""]
     if "onednn_ops_seed" in bench:
         on = {True: "on", False: "off"}

@@ -189,34 +189,51 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _counted_runs(runs_dir: str, model: str) -> tuple[str, list[Path]]:
+    """The one variant of `model` in `runs_dir` and its counted runs (the latest completed run per
+    seed). Raises ValueError naming the variants if there is not exactly one."""
+    from mnistlab.results import latest_runs, load_runs
+
+    counted, _ = latest_runs(load_runs(runs_dir))
+    counted = counted[counted.model == model]
+    variants = sorted(set(counted.variant))
+    if len(variants) != 1:
+        raise ValueError(f"{runs_dir} holds completed runs of {len(variants)} variants of {model!r} "
+                         f"({', '.join(variants) or 'none'}); an ensemble needs exactly one: name the run folders")
+    return variants[0], [Path(d) for d in counted.run_dir]
+
+
 def _ensemble_members(args) -> list[Path]:
-    """The run folders named, or the counted runs (the latest completed run per seed) of the one
-    variant of `--model` in `--runs-dir`."""
+    """The run folders named, or the counted runs of the one variant of `--model` in `--runs-dir`."""
     if args.run_dirs:
-        if args.runs_dir or args.model:
-            raise ValueError("name run folders, or --runs-dir with --model, not both")
+        if args.runs_dir or args.model or args.against:
+            raise ValueError("name run folders, or --runs-dir with --model (and --against), not both")
         return [_completed_run(d)[0] for d in args.run_dirs]
     if not (args.runs_dir and args.model):
         raise ValueError("name two or more run folders, or --runs-dir DIR --model MODEL")
-    from mnistlab.results import latest_runs, load_runs
-
-    counted, _ = latest_runs(load_runs(args.runs_dir))
-    counted = counted[counted.model == args.model]
-    variants = sorted(set(counted.variant))
-    if len(variants) != 1:
-        raise ValueError(f"{args.runs_dir} holds completed runs of {len(variants)} variants of {args.model!r} "
-                         f"({', '.join(variants) or 'none'}); an ensemble needs exactly one: name the run folders")
-    print(f"ensemble of {variants[0]}: the latest completed run of each of {len(counted)} seeds")
-    return [Path(d) for d in counted.run_dir]
+    variant, members = _counted_runs(args.runs_dir, args.model)
+    print(f"ensemble of {variant}: the latest completed run of each of {len(members)} seeds")
+    return members
 
 
 def cmd_ensemble(args) -> int:
     from mnistlab.evaluate import ensemble
+    from mnistlab.runs import write_json
 
-    result = ensemble(_ensemble_members(args))
+    members = _ensemble_members(args)
+    against_variant, against = _counted_runs(args.runs_dir, args.against) if args.against else (None, [])
+    result = ensemble(members, against)
     for name, accuracy in zip(result["runs"], result["run_accuracies"]):
         print(f"{name}: {accuracy:.4f}")
-    print(f"ensemble of {len(result['runs'])}: {result['ensemble_accuracy']:.4f}")
+    low, high = result["ensemble_ci95"]
+    print(f"ensemble of {len(result['runs'])}: {result['ensemble_accuracy']:.4f} "
+          f"(95% CI {low:.4f}-{high:.4f}, Clopper-Pearson over its {result['images']:,} test images)")
+    for row in result["against"]:
+        print(f"  against {row['run']} ({row['accuracy']:.4f}): only the ensemble right on {row['only_ensemble_right']}, "
+              f"only {args.against} on {row['only_run_right']}, McNemar p = {row['p_value']:.2g}")
+    if args.runs_dir:
+        write_json(Path(args.runs_dir) / "ensemble.json", {"model": args.model, "against_variant": against_variant,
+                                                           **result})
     return 0
 
 
@@ -336,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     ens.add_argument("--runs-dir", default=None, help="instead: the runs folder holding the members (with --model)")
     ens.add_argument("--model", default=None,
                      help="with --runs-dir: the latest completed run per seed of this model's one variant")
+    ens.add_argument("--against", default=None,
+                     help="with --runs-dir: compare the ensemble image by image (McNemar) with each counted run of "
+                          "this model, e.g. bn_cnn; the result goes to <runs-dir>/ensemble.json")
     ens.set_defaults(func=cmd_ensemble)
 
     export = sub.add_parser("export", help="export a run's model for TF Serving (models/<name>/<version>/)")

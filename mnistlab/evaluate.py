@@ -116,22 +116,39 @@ def write_evaluation(run_dir: Path, x_test: np.ndarray, y_test: np.ndarray, prob
     return calibration
 
 
-def ensemble(run_dirs) -> dict:
+def ensemble(run_dirs, against=()) -> dict:
     """Average the test-set class probabilities of several runs (their predictions.npz) and
-    score the average. All runs must have predicted the same test labels in the same order.
+    score the average; compare it image by image with each run of `against` (run folders, e.g.
+    bn_cnn's seeds). All runs must have predicted the same test labels in the same order.
 
-    Returns {"runs": [...], "run_accuracies": [...], "ensemble_accuracy": float}. Raises
+    Returns {"runs": [...], "run_accuracies": [...], "ensemble_accuracy": float, "images": int,
+    "ensemble_ci95": [low, high] (Clopper-Pearson over the test images: the uncertainty of one
+    ensemble's score, not of the recipe over seeds), "against": [{"run", "accuracy",
+    "only_ensemble_right", "only_run_right", "p_value"} (McNemar's exact test) per run]}. Raises
     ValueError for fewer than two runs or runs of different test sets.
     """
-    run_dirs = [Path(d) for d in run_dirs]
+    from scipy.stats import binomtest
+
+    from mnistlab.stats import mcnemar_exact
+
+    run_dirs, against = [Path(d) for d in run_dirs], [Path(d) for d in against]
     if len(run_dirs) < 2:
         raise ValueError(f"an ensemble needs at least two runs, got {len(run_dirs)}")
     predictions = [load_predictions(d / "predictions.npz") for d in run_dirs]
+    others = [load_predictions(d / "predictions.npz") for d in against]
     y_true = predictions[0]["y_true"]
-    for d, p in zip(run_dirs, predictions):
+    for d, p in zip(run_dirs + against, predictions + others):
         if not np.array_equal(p["y_true"], y_true):
             raise ValueError(f"{d} was scored on other test labels than {run_dirs[0]}: not the same test set")
     mean = np.mean([p["probabilities"] for p in predictions], axis=0)
+    correct = mean.argmax(axis=1) == y_true
+    interval = binomtest(int(correct.sum()), len(correct)).proportion_ci(0.95, method="exact")
+    compared = []
+    for d, p in zip(against, others):
+        only_ensemble, only_run, p_value = mcnemar_exact(correct, p["y_pred"] == y_true)
+        compared.append({"run": d.name, "accuracy": float(np.mean(p["y_pred"] == y_true)),
+                         "only_ensemble_right": only_ensemble, "only_run_right": only_run, "p_value": p_value})
     return {"runs": [d.name for d in run_dirs],
             "run_accuracies": [float(np.mean(p["y_pred"] == y_true)) for p in predictions],
-            "ensemble_accuracy": float(np.mean(mean.argmax(axis=1) == y_true))}
+            "ensemble_accuracy": float(np.mean(correct)), "images": int(len(correct)),
+            "ensemble_ci95": [float(interval.low), float(interval.high)], "against": compared}

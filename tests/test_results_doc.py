@@ -25,3 +25,26 @@ def test_same_model_pairs_keep_only_variants_of_one_model():
     assert cnn.p_holm_max == 0.06 and not cnn.significant_all_seeds  # not significant with seed 1
     table = make_results._pairs_table(pairs)
     assert "| `cnn` | `cnn[recipe=article]` | 2 | 22 | 55 | 0.06 | no |" in table
+    assert len(make_results.same_model_pairs(pairwise, model_of, every_pair=True)) == 3
+
+
+def test_a_suites_ensemble_and_time_around_its_runs(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(make_results, "DATA", tmp_path)
+    (tmp_path / "ensembles").mkdir()
+    (tmp_path / "timing").mkdir()
+    (tmp_path / "ensembles" / "best.json").write_text(json.dumps({
+        "model": "deep_bn_cnn", "against_variant": "bn_cnn", "runs": ["a", "b"], "run_accuracies": [0.9968, 0.9971],
+        "ensemble_accuracy": 0.9975, "images": 10000, "ensemble_ci95": [0.9963, 0.9984],
+        "against": [{"run": "bn_cnn-x", "accuracy": 0.9943, "only_ensemble_right": 40, "only_run_right": 8,
+                     "p_value": 2e-6}]}))
+    pd.DataFrame({"run": ["r0", "r1", "r2"], "model": ["slp", "mlp", "cnn"], "seed": [0, 0, 0],
+                  "train_seconds": [4.9, 5.6, 16.4], "around_seconds": [11.1, 3.2, 3.8], "checks_and_data": [0.9, 0.1, 0.1],
+                  "figures": [1.3, 0.9, 1.0], "outside_the_run": [7.8, 0.6, 0.7]}).to_csv(tmp_path / "timing" / "best.csv",
+                                                                                          index=False)
+    text = "\n".join(make_results._ensemble_and_timing("best"))
+    assert "**0.9975** (95% CI 0.9963-0.9984, Clopper-Pearson over its 10,000 test images; members 0.9968, 0.9971)" in text
+    assert "| bn_cnn-x | 0.9943 | 40 | 8 | 2e-06 |" in text
+    assert "| `mlp` seed 0 | 5.6 | 3.20 | 0.10 | 0.90 | 0.60 |" in text
+    assert "3.50 s per run on average after the first (largest 3.80 s); the first run 11.10 s" in text

@@ -87,8 +87,13 @@ def test_ensemble_of_runs(tmp_path):
     for name, p in zip("abc", (a, b, c)):
         (tmp_path / name).mkdir()
         save_predictions(tmp_path / name / "predictions.npz", y, p)
-    result = ensemble([tmp_path / n for n in "abc"])
+    result = ensemble([tmp_path / n for n in "abc"], against=[tmp_path / "a"])
     assert result["run_accuracies"] == [0.75, 0.75, 0.75] and result["ensemble_accuracy"] == 1.0
+    assert result["images"] == 4 and result["ensemble_ci95"][1] == 1.0 and 0 < result["ensemble_ci95"][0] < 0.5
+    # Against run a: the ensemble alone is right on image 3, a never alone; one discordant pair: p = 1.
+    (row,) = result["against"]
+    assert (row["run"], row["accuracy"], row["only_ensemble_right"], row["only_run_right"]) == ("a", 0.75, 1, 0)
+    assert row["p_value"] == 1.0
     with pytest.raises(ValueError, match="at least two runs"):
         ensemble([tmp_path / "a"])
 
