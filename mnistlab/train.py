@@ -129,11 +129,13 @@ def pretrain(model: keras.Model, data: MnistData, config: TrainConfig, run_path:
     return metrics
 
 
-def check_backup(state: Path) -> int:
+def check_backup(state: Path, probe=None) -> int:
     """The epoch an interrupted run of this config stopped at (0: none), after checking its
-    backup. A backup whose metadata or weights cannot be read (truncated by a kill) falls back to
-    the previous one Keras keeps; if that is broken too, the state is discarded with a message
-    naming the file, and the run starts from scratch."""
+    backup. A backup whose metadata or weights cannot be read (truncated by a kill), or whose
+    weights do not load into `probe()` (a new model of the run's architecture: an HDF5 file cut
+    short by Ctrl-C while Keras wrote it opens but misses layers), falls back to the previous one
+    Keras keeps; if that is broken too, the state is discarded with a message naming the file, and
+    the run starts from scratch."""
     keras_dir = state / "keras"
     meta, weights = keras_dir / "training_metadata.json", keras_dir / "latest.weights.h5"
 
@@ -142,6 +144,13 @@ def check_backup(state: Path) -> int:
             epoch = int(json.loads(meta_path.read_text())["epoch"])
             with h5py.File(weights_path, "r"):
                 pass
+            if probe is not None:  # Keras loads only files named *.weights.h5 (the copy before is *.h5.bkp)
+                probe_path = keras_dir / "probe.weights.h5"
+                shutil.copy(weights_path, probe_path)
+                try:
+                    probe().load_weights(probe_path)
+                finally:
+                    probe_path.unlink(missing_ok=True)
             return epoch
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -261,7 +270,8 @@ def start(run: Run, run_path: Path, state: Path) -> tuple[keras.Model, int, dict
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     model = build(config, run.resolved["precision"], data.x_train.shape[1:], data.num_classes, run.strategy)
-    resumed_from_epoch = check_backup(state)
+    resumed_from_epoch = check_backup(state, probe=lambda: build(config, run.resolved["precision"],
+                                                                 data.x_train.shape[1:], data.num_classes))
     with run.strategy.scope():
         extra_metrics = pretrain(model, data, config, run_path, state)
     compile_model(model, config, run.steps_per_epoch, steps_per_execution=run.resolved["steps_per_execution"],

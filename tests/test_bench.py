@@ -128,10 +128,10 @@ def test_article_code_is_timed_only_for_targets_mnistlab_reaches(tmp_path, monke
     monkeypatch.setattr(bench, "PROFILED", ())
     monkeypatch.setattr(bench, "time_to_targets", fake_time_to_targets)
     monkeypatch.setattr(bench, "throughput", lambda *args, **kwargs: 1000.0)
-    monkeypatch.setattr(bench, "matmul_gflops", lambda: 100.0)
+    monkeypatch.setattr(bench, "matmul_gflops", lambda **kwargs: 100.0)
     monkeypatch.setattr(bench, "load_dataset", lambda: None)
     monkeypatch.setattr(bench, "reference_figures", bench.measure_reference)  # in this process, patched
-    bench.main(["--models", "mlp", "--out", str(tmp_path)])
+    bench.main(["--models", "mlp", "--out", str(tmp_path), "--no-peers"])
     assert calls == [("mnistlab", (0.99, 0.999)), ("seed", (0.99,))]
     row = pd.read_csv(tmp_path / bench.output_names()[0]).iloc[0]
     assert row["time_to_0.99_ratio"] == 3.0 and row["seed_epochs_to_0.99"] == 5

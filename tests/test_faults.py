@@ -97,6 +97,20 @@ def test_truncated_backup_falls_back_to_the_copy_before_it(tmp_path, tiny_data, 
     assert json.loads((run_dir / "metrics.json").read_text())["resumed_from_epoch"] == 2
 
 
+def test_weights_cut_short_by_ctrl_c_fall_back_to_the_copy_before_it(tmp_path, tiny_data, monkeypatch, capsys):
+    # Ctrl-C while Keras writes the weights can leave an HDF5 file that opens but misses layers:
+    # it must not reach Keras' restore ("Layer count mismatch"), the copy before it is used.
+    import h5py
+
+    state, config = _interrupted_state(tmp_path, tiny_data, monkeypatch, epochs_done=3)
+    weights = state / "keras" / "latest.weights.h5"
+    with h5py.File(weights, "w") as f:
+        f.create_group("layers")
+    run_dir = train_and_evaluate(config, tmp_path, run_name="second", data=tiny_data)
+    assert "is damaged (a kill while it was written?); resuming from the one before it, epoch 2" in capsys.readouterr().out
+    assert json.loads((run_dir / "metrics.json").read_text())["resumed_from_epoch"] == 2
+
+
 def test_backup_damaged_beyond_repair_restarts_from_scratch(tmp_path, tiny_data, monkeypatch, capsys):
     state, config = _interrupted_state(tmp_path, tiny_data, monkeypatch, epochs_done=1)
     (state / "keras" / "latest.weights.h5").write_bytes(b"\x89HDF\r\n")  # truncated weights, no earlier copy
