@@ -189,17 +189,18 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _counted_runs(runs_dir: str, model: str) -> tuple[str, list[Path]]:
+def _counted_runs(runs_dir: str, model: str, option: str = "--model") -> tuple[str, list[Path]]:
     """The one variant of `model` in `runs_dir` and its counted runs (the latest completed run per
-    seed). Raises ValueError naming the variants if there is not exactly one."""
+    seed). Raises ValueError naming `option` and the variants if there is not exactly one."""
     from mnistlab.results import latest_runs, load_runs
 
     counted, _ = latest_runs(load_runs(runs_dir))
     counted = counted[counted.model == model]
     variants = sorted(set(counted.variant))
     if len(variants) != 1:
-        raise ValueError(f"{runs_dir} holds completed runs of {len(variants)} variants of {model!r} "
-                         f"({', '.join(variants) or 'none'}); an ensemble needs exactly one: name the run folders")
+        raise ValueError(f"{option} {model}: {runs_dir} holds completed runs of {len(variants)} variants of {model!r} "
+                         f"({', '.join(variants) or 'none'}); it needs exactly one"
+                         + (": name the run folders" if option == "--model" else ""))
     return variants[0], [Path(d) for d in counted.run_dir]
 
 
@@ -221,7 +222,7 @@ def cmd_ensemble(args) -> int:
     from mnistlab.runs import write_json
 
     members = _ensemble_members(args)
-    against_variant, against = _counted_runs(args.runs_dir, args.against) if args.against else (None, [])
+    against_variant, against = _counted_runs(args.runs_dir, args.against, "--against") if args.against else (None, [])
     result = ensemble(members, against)
     for name, accuracy in zip(result["runs"], result["run_accuracies"]):
         print(f"{name}: {accuracy:.4f}")

@@ -57,6 +57,10 @@ def test_ensemble_of_a_runs_folder_takes_one_variant(tmp_path, tiny_data, capsys
     assert "the latest completed run of each of 2 seeds" in out and "ensemble of 2:" in out
     assert json.loads((runs_dir / "ensemble.json").read_text())["runs"] == sorted(
         p.name for p in runs_dir.glob("slp-*"))
+    # --against a model with no runs there: refused, naming the option, before anything is written.
+    (runs_dir / "ensemble.json").unlink()
+    assert main(["ensemble", "--runs-dir", str(runs_dir), "--model", "slp", "--against", "bn_cnn"]) == 2
+    assert "--against bn_cnn: " in capsys.readouterr().err and not (runs_dir / "ensemble.json").exists()
     train_and_evaluate(make_config("slp", epochs=2, verbose=0), runs_dir, data=tiny_data)
     assert main(["ensemble", "--runs-dir", str(runs_dir), "--model", "slp"]) == 2
     assert "holds completed runs of 2 variants of 'slp'" in capsys.readouterr().err
