@@ -50,6 +50,10 @@ class TrainConfig:
     lr_decay: float = 1.0  # per-epoch factor of the exponential schedule
     lr_warmup_fraction: float = 0.0  # share of all training steps spent warming up (cosine schedule)
     optimizer: str = "adam"  # "adam" or "adadelta" (the autoencoder article's)
+    # Share of each training target spread evenly over the classes (Szegedy et al. 2016, "Rethinking
+    # the Inception architecture", section 7); 0: plain cross-entropy. Keras' loss and val_loss
+    # include it; test_loss and the NLL in metrics.json are plain cross-entropy.
+    label_smoothing: float = 0.0
     seed: int = 0  # seeds weights, shuffling, dropout, augmentation and the validation split
     validation_size: int = 5000  # images held out of the 60,000 training images (0: train on all)
     limit: int | None = None  # use only the first N examples of each split (smoke runs)
@@ -214,6 +218,9 @@ def _check_all(config: TrainConfig) -> None:
     if not 0 <= config.lr_warmup_fraction < 1:
         raise ValueError(f"lr_warmup_fraction must be in [0, 1) (a share of the training steps), "
                          f"got {config.lr_warmup_fraction}")
+    if not 0 <= config.label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1) (the share of each target spread over the "
+                         f"classes; 0: off), got {config.label_smoothing}")
     train_size = TRAIN_IMAGES - config.validation_size
     if config.limit is not None and not 1 <= config.limit <= train_size:
         raise ValueError(f"limit must be a positive integer up to {train_size} (the training images left "

@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras import layers
 
 from mnistlab.architecture import build_body
+from mnistlab.losses import SparseCategoricalCrossentropyWithSmoothing
 from mnistlab.registry import get_entry
 
 
@@ -520,10 +521,14 @@ def saved_form(model: keras.Model, outputs: str = "probabilities") -> keras.Mode
     mnistlab: FusedBatchNormalization layers become Keras' BatchNormalization (the same weights
     and the same inference), the training-only augmentation layers (TRAINING_ONLY: identity at
     inference; some, like Keras' RandomShear, do not even load back from their own config) become
-    Keras' Identity, and a
-    model that outputs logits gets a softmax at its end. Returns `model` itself when there is
+    Keras' Identity, a model trained with label smoothing keeps Keras' plain sparse categorical
+    cross-entropy as its compiled loss (the smoothed one is mnistlab's; config.json records it),
+    and a model that outputs logits gets a softmax at its end. Returns `model` itself when there is
     nothing to change."""
-    if any(isinstance(layer, (FusedBatchNormalization, *TRAINING_ONLY)) for layer in model._flatten_layers(recursive=True)):
+    smoothed = getattr(model, "loss", None)
+    smoothed = smoothed if isinstance(smoothed, SparseCategoricalCrossentropyWithSmoothing) else None
+    if smoothed or any(isinstance(layer, (FusedBatchNormalization, *TRAINING_ONLY))
+                       for layer in model._flatten_layers(recursive=True)):
         def plain(layer):
             if isinstance(layer, FusedBatchNormalization):
                 return layers.BatchNormalization.from_config(layer.get_config())
@@ -534,6 +539,9 @@ def saved_form(model: keras.Model, outputs: str = "probabilities") -> keras.Mode
         clone = keras.models.clone_model(model, clone_function=plain, recursive=True)
         clone.set_weights(model.get_weights())
         model = clone
+    if smoothed:  # (Keras' clone kept the compile settings)
+        model.compile(optimizer=model.optimizer, metrics=["accuracy"],
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=smoothed.from_logits))
     if outputs == "logits":
         model = keras.Sequential([model, layers.Softmax(dtype="float32", name="probabilities")], name=model.name)
     return model

@@ -25,6 +25,7 @@ from mnistlab.callbacks import divergence_threshold, make_callbacks
 from mnistlab.config import TrainConfig, check_run_name, validate
 from mnistlab.data import MnistData, load_dataset
 from mnistlab.evaluate import write_evaluation
+from mnistlab.losses import SparseCategoricalCrossentropyWithSmoothing
 from mnistlab.models import add_weight_regularization, build_model, saved_form
 from mnistlab.pipeline import create_eval_ds, create_training_ds
 from mnistlab.plots import plot_curves
@@ -99,13 +100,15 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int,
     """Stage: compile `model` for `config`: its optimizer (Adadelta's learning rate always
     explicit: Keras 3 defaults it to 0.001, the original Keras to 1.0) with `schedule` (default:
     the config's, see `learning_rate`), sparse categorical cross-entropy (on logits for an entry
-    registered with outputs="logits"), accuracy, and `steps_per_execution` (default the config's)."""
+    registered with outputs="logits"; with the config's label_smoothing, if any), accuracy, and `steps_per_execution` (default the config's)."""
     schedule = learning_rate(config, steps_per_epoch) if schedule is None else schedule
     from_logits = get_entry(config.model).outputs == "logits"
     with (strategy or tf.distribute.get_strategy()).scope():
         optimizer = (keras.optimizers.Adadelta(learning_rate=schedule) if config.optimizer == "adadelta"
                      else keras.optimizers.Adam(learning_rate=schedule))
-        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        loss = (SparseCategoricalCrossentropyWithSmoothing(config.label_smoothing, from_logits=from_logits)
+                if config.label_smoothing else keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
+        model.compile(optimizer=optimizer, loss=loss,
                       metrics=["accuracy"], steps_per_execution=steps_per_execution or config.steps_per_execution)
 
 
