@@ -101,7 +101,8 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int,
     """Stage: compile `model` for `config`: its optimizer (Adadelta's learning rate always
     explicit: Keras 3 defaults it to 0.001, the original Keras to 1.0) with `schedule` (default:
     the config's, see `learning_rate`), sparse categorical cross-entropy (on logits for an entry
-    registered with outputs="logits"; with the config's label_smoothing, if any), accuracy, and `steps_per_execution` (default the config's)."""
+    registered with outputs="logits"; with the config's label_smoothing, if any), accuracy, and
+    `steps_per_execution` (default the config's)."""
     schedule = learning_rate(config, steps_per_epoch) if schedule is None else schedule
     from_logits = get_entry(config.model).outputs == "logits"
     with (strategy or tf.distribute.get_strategy()).scope():
