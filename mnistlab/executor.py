@@ -43,6 +43,11 @@ def model_files(sources: Iterable[str]) -> dict[str, dict]:
     return files
 
 
+def local_locations(models_from: Iterable[str]) -> dict[str, str]:
+    """Where the model files of `models_from` are in this process: {as given: resolved path}."""
+    return {source: str(resolve_source(source)) for source in models_from if is_file_source(source)}
+
+
 def receive_model_files(files: dict[str, dict]) -> dict[str, str]:
     """On a Dask worker: write the client's model files into the worker's own folder
     (<local directory>/mnistlab-models/<sha256>/<name>) and make this process (and the kernels it
@@ -127,7 +132,7 @@ class Executor:
 
     def __enter__(self):
         if not self.parallel:
-            self.locations = {s: str(resolve_source(s)) for s in self.models_from if is_file_source(s)}
+            self.locations = local_locations(self.models_from)
             return self
         from dask.distributed import Client, LocalCluster
 

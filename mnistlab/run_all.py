@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 from mnistlab.config import TrainConfig, check_overrides, make_config
-from mnistlab.executor import Executor, run_tasks
+from mnistlab.executor import Executor, local_locations, run_tasks
 from mnistlab.machine import available_cores
 from mnistlab.progress import Progress, TimeLeft, planned_cost
 from mnistlab.registry import FIX_MODELS_FROM, expand_model_names, get_entry, load_models_from
 from mnistlab.runs import check_writable, new_run_name, resolve_runs_dir, write_json
-from mnistlab.task import Task, check_kernel, execute_notebook, run_log
+from mnistlab.task import KERNELS, Task, check_kernel, execute_notebook, export_locations, run_log
 
 # Images of each corruption run-all evaluates the runs on: the first 4,000 of 10,000 keep the
 # robustness evaluation within 15% of a one-seed run-all of the core six (docs/results.md);
@@ -25,16 +25,16 @@ CORRUPTION_IMAGES = 4000
 PLAN_KEYS = ("model", "seed")
 
 
-def plan_runs(models, seeds: int, workers: int = 1, scheduler: str | None = None, **overrides) -> list[TrainConfig]:
+def plan_runs(models, seeds: int, workers: int = 1, scheduler: str | None = None, prepare=None,
+              **overrides) -> list[TrainConfig]:
     """The validated config of every run of a batch: each model of `models` (names or groups)
     with seeds 0..seeds-1 and `overrides` (any config key but model and seed; `models_from` names
     the user's model files or modules). With `workers` > 1 on this machine, each run gets
     `threads` = cores / workers unless the overrides set it. A model registered in this session
     only (a notebook cell) cannot travel to the notebooks that train it and is refused, as is a
     builder that breaks the contract (mnistlab.architecture). Raises ValueError naming the first
-    bad model, key or value, before any work."""
-    from mnistlab.architecture import describe
-
+    bad model, key or value, before any work. `prepare(plan)`, if given, is called once every
+    config is valid and before the builders are checked."""
     for key, value in (("seeds", seeds), ("workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
@@ -52,9 +52,25 @@ def plan_runs(models, seeds: int, workers: int = 1, scheduler: str | None = None
     if workers > 1 and not scheduler and overrides.get("threads") is None:
         overrides["threads"] = max(1, available_cores() // workers)
     plan = [make_config(model, seed=seed, **overrides) for model in models for seed in range(seeds)]
+    if prepare is not None:
+        prepare(plan)
+    from mnistlab.architecture import describe  # (imports TensorFlow: after `prepare`)
+
     for config in plan:
         describe(config)  # each builder called and checked once, before any run starts
     return plan
+
+
+def warm_kernel(plan: list[TrainConfig], runs_dir: Path) -> None:
+    """Runs in this process: start the first run's kernel now (mnistlab.task.Kernels.prestart),
+    told where the plan's model files are as train_one tells it, so that its imports overlap
+    this process's checks of the builders. The kernel's own standard error (TensorFlow's
+    start-up lines, the kernel's warnings) goes to `runs_dir`/.logs/kernel.log."""
+    check_writable(runs_dir)
+    export_locations(local_locations(dict.fromkeys(source for config in plan for source in config.models_from)))
+    with run_log(runs_dir / ".logs" / "kernel.log", echo=False):
+        KERNELS.prestart(plan[0])
+    import papermill  # noqa: F401 -- this process's own 1.5 s import, done while the kernel warms up
 
 
 def expected_cost(runs_dir: Path, force: bool = False):
@@ -147,12 +163,12 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     everything else (TensorFlow's and the kernel's logs, papermill's) goes to each run's
     train.log (`verbose`: to the console too).
     """
-    from mnistlab.architecture import describe
 
-    plan = plan_runs(models, seeds, workers, scheduler, **overrides)
-    runs_dir = resolve_runs_dir(runs_dir)
-    check_writable(runs_dir)
     check_kernel()
+    runs_dir = resolve_runs_dir(runs_dir)
+    plan = plan_runs(models, seeds, workers, scheduler, **overrides,
+                     prepare=None if workers > 1 or scheduler else lambda plan: warm_kernel(plan, runs_dir))
+    check_writable(runs_dir)
     start = time.perf_counter()
     tasks = [Task(new_run_name(config.model), config, f"{config.model} seed {config.seed}") for config in plan]
     cost = expected_cost(runs_dir, force)

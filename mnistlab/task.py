@@ -87,10 +87,12 @@ def execute_notebook(name: str, output: Path, parameters: dict, log_output: bool
 class Kernels:
     """One Jupyter kernel kept alive across the training notebooks this process executes, so that
     a run does not pay again for a kernel's start and TensorFlow's import (about 10 s on 2 cores).
-    Between two runs the kernel's namespace is emptied (`%reset -f`) and Keras' state cleared; a
-    new kernel starts when something its process fixes once differs (TensorFlow's threads and op
-    determinism, the environment: the data folder, where model files are, oneDNN's settings), and
-    after a kernel died. `shutdown()` (also at exit) stops it."""
+    A kernel imports the training stack and reads the data as it starts (`WARM`); run-all starts
+    the first one early (`prestart`). Before each run the kernel's namespace is emptied
+    (`%reset -f`) and Keras' state cleared; a new kernel starts when something its process fixes
+    once differs (TensorFlow's threads and op determinism, the environment: the data folder,
+    where model files are, oneDNN's settings), and after a kernel died. `shutdown()` (also at
+    exit) stops it."""
 
     ENVIRONMENT = (DATA_DIR_ENV, LOCATIONS_ENV, "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
     # One garbage collection, then the survivors (TensorFlow's and the libraries' own objects, alive
@@ -101,11 +103,26 @@ class Kernels:
     RESET = ("%reset -f\nimport gc as _gc, keras as _keras\n_keras.backend.clear_session(free_memory=False)\n"
              "_gc.collect()\n_gc.freeze()\ndel _gc, _keras")
 
+    # What a run does first, done by every kernel as it starts (IPython's exec_lines: before the
+    # kernel answers any request): the modules train_model.ipynb imports (TensorFlow and Keras
+    # with them), and the dataset of the config it starts for read into mnistlab.data's cache.
+    # An error there (a missing data file) goes to the kernel's log; the notebook then meets it.
+    WARM = ("import mnistlab.callbacks, mnistlab.compare, mnistlab.config, mnistlab.data, mnistlab.live, "
+            "mnistlab.results, mnistlab.train", "mnistlab.data.load_dataset({dataset!r})")
+    READY_SECONDS = 300  # a kernel's start and WARM, on a loaded machine
+
     def __init__(self):
         self.manager, self.key = None, None
 
-    def for_config(self, config: TrainConfig):
-        """A started kernel manager for a run of `config` (a fresh namespace)."""
+    def prestart(self, config: TrainConfig) -> None:
+        """Start the kernel a run of `config` will use, and return at once: the kernel does its
+        `WARM` work while this process goes on (run-all checks the plan's builders meanwhile, which
+        takes about as long), and the first run finds it ready instead of waiting about 5 s."""
+        self.for_config(config, wait=False)
+
+    def for_config(self, config: TrainConfig, wait: bool = True):
+        """A started kernel manager for a run of `config`, ready, with a fresh namespace (with
+        `wait=False`, a kernel that may still be starting)."""
         key = (config.threads, config.deterministic, config.onednn_ops,
                tuple(os.environ.get(name) for name in self.ENVIRONMENT))
         if self.manager is not None and (key != self.key or not self.manager.is_alive()):
@@ -114,13 +131,15 @@ class Kernels:
             from jupyter_client.manager import KernelManager
 
             self.manager = KernelManager(kernel_name=KERNEL_NAME)
-            self.manager.start_kernel(cwd=str(NOTEBOOKS_DIR))
+            self.manager.start_kernel(cwd=str(NOTEBOOKS_DIR), extra_arguments=[
+                f"--IPKernelApp.exec_lines={line.format(dataset=config.dataset)}" for line in self.WARM])
             self.key = key
-            return self.manager
+            if not wait:
+                return self.manager
         client = self.manager.client()
         client.start_channels()
         try:
-            client.wait_for_ready(timeout=60)
+            client.wait_for_ready(timeout=self.READY_SECONDS)
             client.execute_interactive(self.RESET, timeout=60, output_hook=lambda message: None)
         finally:
             client.stop_channels()
@@ -227,6 +246,13 @@ def run_state(config: TrainConfig, runs_dir: Path, force: bool = False) -> tuple
     return "to run", None
 
 
+def export_locations(locations: dict | None) -> None:
+    """Tell the kernels started from now on where the config's model files are in this process
+    ({as given: path}), added to those already told."""
+    if locations:
+        os.environ[LOCATIONS_ENV] = json.dumps({**json.loads(os.environ.get(LOCATIONS_ENV) or "{}"), **locations})
+
+
 def train_one(task: Task, runs_dir: Path, data_dir: str | None = None, force: bool = False,
               log_output: bool = True, verbose: bool = False, locations: dict | None = None) -> Outcome:
     """Run `task` where this function runs: decide its state (`run_state`), and if it is to run,
@@ -247,8 +273,7 @@ def train_one(task: Task, runs_dir: Path, data_dir: str | None = None, force: bo
     runs_dir = Path(runs_dir)
     if data_dir and not os.environ.get(DATA_DIR_ENV):
         os.environ[DATA_DIR_ENV] = str(data_dir)  # the kernel started next inherits it
-    if locations:
-        os.environ[LOCATIONS_ENV] = json.dumps({**json.loads(os.environ.get(LOCATIONS_ENV) or "{}"), **locations})
+    export_locations(locations)
     try:
         validate(task.config)  # once per process: on a Dask worker, the model files load here
         state, existing = run_state(task.config, runs_dir, force)

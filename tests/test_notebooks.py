@@ -41,7 +41,8 @@ def test_run_all_smoke(tmp_path, real_data_dir, monkeypatch, capfd):
         assert noise not in console, noise
     assert "[1/2] slp seed 0" in console and "epoch 1/1" in console and "test accuracy" in console
     assert "vs the best" in console and "Best: " in console
-    assert "cuInit" in (next(tmp_path.glob("slp-*")) / "train.log").read_text()
+    # The first run's kernel started (and imported TensorFlow) while run-all checked the builders.
+    assert "cuInit" in (tmp_path / ".logs" / "kernel.log").read_text()
     run_dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [p.name.split("-")[0] for p in run_dirs] == ["cnn", "slp"]
     for run_dir in run_dirs:
@@ -140,6 +141,34 @@ def test_your_model_notebook(tmp_path, real_data_dir, monkeypatch):
     lenet = json.loads(next((tmp_path / "runs").glob("lenet5-*/config.json")).read_text())
     assert lenet["model"]["origin"]["path"].endswith("examples/lenet5.py") and lenet["model"]["params"] == 61_706
     assert "Best: " in text and "lenet5" in text and "image/png" in text
+
+
+def test_a_prestarted_kernel_has_imported_tensorflow_and_read_the_data(real_data_dir, monkeypatch):
+    """Kernels.prestart: the kernel a run of the config takes has done the run's first work."""
+    from mnistlab.config import make_config
+    from mnistlab.task import Kernels
+
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(real_data_dir))
+    kernels = Kernels()
+    try:
+        kernels.prestart(make_config("slp"))
+        manager = kernels.manager
+        assert kernels.for_config(make_config("mlp")) is manager
+        client = manager.client()
+        client.start_channels()
+        outputs = []
+        try:
+            client.wait_for_ready(timeout=60)
+            client.execute_interactive("import sys, mnistlab.data\nprint('tensorflow' in sys.modules, "
+                                       "len(mnistlab.data._PAIRS) > 0)", timeout=60,
+                                       output_hook=lambda m: outputs.append(
+                                           m["content"]["text"] if m["msg_type"] == "stream"
+                                           and m["content"]["name"] == "stdout" else ""))
+        finally:
+            client.stop_channels()
+        assert "".join(outputs).split() == ["True", "True"]
+    finally:
+        kernels.shutdown()
 
 
 def test_runs_share_a_kernel_with_an_empty_namespace(monkeypatch):
