@@ -195,40 +195,54 @@ def throughput(model_name: str, data, style: str, steps: int, repeats: int, jit_
     return statistics.median(n * batch / seconds for n, seconds in zip(timer.steps[1:], timer.seconds[1:]))
 
 
-def time_to_targets(model_name: str, data, style: str, targets: tuple[float, ...]) -> dict[float, tuple[float, int]]:
-    """For each validation-accuracy target: (seconds of training until val_accuracy first >= it,
-    validation excluded; the epoch), or (nan, 0) if the recipe's epochs end first. mnistlab's
-    recipe and pipeline ("mnistlab") or the article's recipe, code and pipeline ("seed"), both on
-    the same 55,000 training images; stops once every target is reached."""
-    keras.utils.set_random_seed(0)
-    used = make_config(model_name, recipe="article" if style == "seed" else "mnistlab", validation_size=5000)
+def trainer(model_name: str, data, seed: int = 0, style: str = "mnistlab", on: str = "test"):
+    """(fit_epoch, accuracy, epochs) of `model_name` at `seed` on the 55,000 training images:
+    mnistlab's recipe trained as mnistlab trains it ("mnistlab": its pipeline, precision, schedule
+    over the recipe's epochs, a reshuffle per epoch), or the article's recipe, code and pipeline
+    ("seed"). fit_epoch(epoch) trains that epoch and returns its seconds (evaluation excluded);
+    accuracy() is the model's accuracy on the split `on` ("val" or "test") now; epochs: the
+    recipe's."""
+    keras.utils.set_random_seed(seed)
+    config = make_config(model_name, seed=seed, recipe="article" if style == "seed" else "mnistlab",
+                         validation_size=5000)
+    steps_per_epoch = len(data.x_train) // config.batch_size
     timer = EpochTimer()
-    steps_per_epoch = len(data.x_train) // used.batch_size
+    x_eval, y_eval = (data.x_val, data.y_val) if on == "val" else (data.x_test, data.y_test)
     if style == "seed":
         model = seed_model(model_name)
-        ds = seed_training_ds(data.x_train / 255.0, data.y_train, used.batch_size)
-        steps = steps_per_epoch
-        compile_model(model, used, steps_per_epoch, steps_per_execution=1)
-        x_val = data.x_val.astype(np.float32) / 255.0
+        ds = seed_training_ds(data.x_train / 255.0, data.y_train, config.batch_size)
+        steps, callbacks = steps_per_epoch, [timer]
+        compile_model(model, config, steps_per_epoch, steps_per_execution=1)
+        x_eval = x_eval.astype(np.float32) / 255.0
     else:
         # As mnistlab trains: one pass over the data per epoch (with steps_per_execution > 1, a
         # steps_per_epoch on a repeated dataset would round each epoch up to whole executions).
-        model = build(used, machine.resolve(used)["precision"])
+        model = build(config, machine.resolve(config)["precision"])
         epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
-        ds = create_training_ds(data.x_train, data.y_train, used.batch_size, seed=0, epoch=epoch_variable)
-        steps = None
-        compile_model(model, used, steps_per_epoch)
-        x_val = data.x_val
-    callbacks = [] if style == "seed" else [ShuffleEpoch(epoch_variable)]
+        ds = create_training_ds(data.x_train, data.y_train, config.batch_size, seed=seed, epoch=epoch_variable)
+        steps, callbacks = None, [ShuffleEpoch(epoch_variable), timer]
+        compile_model(model, config, steps_per_epoch)
+
+    def fit_epoch(epoch: int) -> float:  # a schedule is defined over its recipe's epochs
+        model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps, callbacks=callbacks,
+                  shuffle=False, verbose=0)
+        return timer.seconds[-1]
+
+    return fit_epoch, lambda: model.evaluate(x_eval, y_eval, batch_size=1000, verbose=0)[1], config.epochs
+
+
+def time_to_targets(model_name: str, data, style: str, targets: tuple[float, ...]) -> dict[float, tuple[float, int]]:
+    """For each validation-accuracy target: (seconds of training until val_accuracy first >= it,
+    validation excluded; the epoch), or (nan, 0) if the recipe's epochs end first. One run at
+    seed 0 of `trainer(model_name, data, 0, style, on="val")`; stops once every target is reached."""
+    fit_epoch, accuracy, epochs = trainer(model_name, data, 0, style, on="val")
     reached: dict[float, tuple[float, int]] = {}
     elapsed = 0.0
-    for epoch in range(used.epochs):  # a schedule is defined over its recipe's epochs
-        model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps, callbacks=callbacks + [timer], shuffle=False,
-                  verbose=0)
-        elapsed += timer.seconds[-1]
-        _, accuracy = model.evaluate(x_val, data.y_val, batch_size=512, verbose=0)
+    for epoch in range(epochs):
+        elapsed += fit_epoch(epoch)
+        value = accuracy()
         for target in targets:
-            if accuracy >= target and target not in reached:
+            if value >= target and target not in reached:
                 reached[target] = (elapsed, epoch + 1)
         if len(reached) == len(targets):
             break
@@ -291,25 +305,6 @@ def time_to_mean_accuracy(trainers: list, target: float, epochs: int, images_per
     raise ValueError("epochs must be at least 1")
 
 
-def mnistlab_trainer(model_name: str, data, seed: int):
-    """(fit_epoch, test_accuracy) for `time_to_mean_accuracy`: mnistlab's recipe of `model_name`
-    at `seed`, trained as mnistlab trains it (its pipeline, precision, schedule over the recipe's
-    epochs, a reshuffle per epoch), on the 55,000 training images."""
-    keras.utils.set_random_seed(seed)
-    config = make_config(model_name, seed=seed)
-    model = build(config, machine.resolve(config)["precision"])
-    epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
-    ds = create_training_ds(data.x_train, data.y_train, config.batch_size, seed=seed, epoch=epoch_variable)
-    compile_model(model, config, len(data.x_train) // config.batch_size)
-    callbacks = [ShuffleEpoch(epoch_variable), EpochTimer()]
-
-    def fit_epoch(epoch: int) -> float:
-        model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks, shuffle=False, verbose=0)
-        return callbacks[1].seconds[-1]
-
-    return fit_epoch, lambda: model.evaluate(data.x_test, data.y_test, batch_size=1000, verbose=0)[1]
-
-
 def peer_trainer(name: str, data, seed: int):
     """(fit_epoch, test_accuracy) for `time_to_mean_accuracy`: a peer recipe (PEERS) at `seed`,
     as its page trains it (float32 arrays in [0, 1], Keras' fit on arrays, TensorFlow's defaults)."""
@@ -357,7 +352,7 @@ def peer_row(peer: str, data, matmul_rate) -> dict:
     name = spec["against"]
     config = make_config(name)
     precision = machine.resolve(config)["precision"]
-    ours = time_to_mean_accuracy([mnistlab_trainer(name, data, seed) for seed in range(PEER_SEEDS)], spec["target"],
+    ours = time_to_mean_accuracy([trainer(name, data, seed)[:2] for seed in range(PEER_SEEDS)], spec["target"],
                                  config.epochs, len(data.x_train))
     theirs = peer_figures(peer)
     flops = training_flops_per_image(build_model(name))
