@@ -193,7 +193,7 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
                 or (o.state == "trained" and o.status != "completed")]
     robustness_seconds = evaluate_corruptions(runs_dir, plan[0].dataset, images=corruption_images) if corruptions else None
     output = runs_dir / "compare_runs.ipynb"
-    comparison = None
+    comparison, comparison_start = None, time.perf_counter()
     try:
         with run_log(runs_dir / "compare_runs.log", echo=False, echo_all=verbose):
             execute_notebook("compare_runs.ipynb", output, parameters={"runs_dir": str(runs_dir),
@@ -202,6 +202,7 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     except Exception as e:  # noqa: BLE001 -- papermill's error names the failing cell
         lines = str(e).strip().splitlines()
         comparison = f"compare_runs.ipynb failed: {lines[-1] if lines else type(e).__name__} (log: {runs_dir / 'compare_runs.log'})"
+    comparison_seconds = time.perf_counter() - comparison_start
     if log_output and comparison is None:
         from mnistlab.compare import Comparison
         from mnistlab.summary import print_comparison
@@ -215,6 +216,12 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
         "trained": len(outcomes) - skipped - len(failures), "failed": len(failures),
         "comparison": comparison or "completed", "workers": workers, "scheduler": scheduler,
         "robustness_seconds": None if robustness_seconds is None else round(robustness_seconds, 1),
+        "comparison_seconds": round(comparison_seconds, 1),
+        # Runs one at a time: this process's own work outside the runs, the robustness step and the
+        # comparison (the time-left estimate's cost measurements, one per model; the skips).
+        "outside_the_runs_seconds": None if workers > 1 or scheduler else round(
+            time.perf_counter() - start - sum(o.seconds for _, o in finished) - (robustness_seconds or 0)
+            - comparison_seconds, 1),
         "runs": per_run,
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
     if failures or comparison:

@@ -65,6 +65,7 @@ def test_run_all_smoke(tmp_path, real_data_dir, monkeypatch, capfd):
     assert not list((tmp_path / ".notebooks").glob("*.ipynb"))
     # run_all_timing.json: per run, training and the rest, the rest by stage and outside the run.
     timing = json.loads((tmp_path / "run_all_timing.json").read_text())
+    assert timing["comparison_seconds"] > 0 and timing["outside_the_runs_seconds"] >= 0
     for run in timing["runs"]:
         stages, outside = run["stage_seconds"], run["outside_the_run_seconds"]
         assert set(stages) == {"checks_and_data", "build", "evaluation", "figures", "saving", "tensorboard"}
