@@ -53,8 +53,12 @@ def add_suite(name: str, runs_dir: str, command: str) -> None:
     DATA.mkdir(exist_ok=True)
     counted[COLUMNS].sort_values(["model", "variant", "seed"]).to_csv(DATA / f"{name}.csv", index=False)
     timing = Path(runs_dir) / "run_all_timing.json"
+    whole = json.loads(timing.read_text()) if timing.is_file() else {}
     meta = {"command": command, "date": max(ended)[:10], **{k: ", ".join(v) for k, v in seen.items()},
-            "run_all_seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None}
+            "run_all_seconds": whole.get("seconds"),
+            # (newer run-alls) where the rest of run-all's seconds went
+            **{key: whole[key] for key in ("robustness_seconds", "comparison_seconds", "outside_the_runs_seconds")
+               if whole.get(key) is not None}}
     (DATA / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     pairwise = Path(runs_dir) / "pairwise.csv"
     if pairwise.is_file():  # the comparison's McNemar tests: the pairs of one model's variants, or
@@ -259,7 +263,7 @@ def _ensemble_and_timing(name: str) -> list[str]:
         stages = [c for c in table if c not in ("run", "model", "seed", "train_seconds", "around_seconds")]
         parts += ["The time around a run (run_all_timing.json): seconds per run outside training, by stage of the "
                   "run and outside it (the notebook's other cells, papermill, the kernel's reset; the first run "
-                  "also starts the kernel and imports TensorFlow):", "",
+                  "also waits for its kernel's start and imports):", "",
                   "| run | training | around | " + " | ".join(s.replace("_", " ") for s in stages) + " |",
                   "| --- | --- | --- |" + " --- |" * len(stages)]
         for row in table.to_dict("records"):
@@ -267,7 +271,15 @@ def _ensemble_and_timing(name: str) -> list[str]:
                          + " | ".join(f"{row[s]:.2f}" for s in stages) + " |")
         later = table.iloc[1:] if len(table) > 1 else table
         parts += ["", f"Around the training: {later.around_seconds.mean():.2f} s per run on average after the first "
-                  f"(largest {later.around_seconds.max():.2f} s); the first run {table.around_seconds.iloc[0]:.2f} s.", ""]
+                  f"(largest {later.around_seconds.max():.2f} s); the first run {table.around_seconds.iloc[0]:.2f} s."]
+        meta = json.loads((DATA / f"{name}.json").read_text())
+        if "outside_the_runs_seconds" in meta:
+            parts += ["", f"The whole run-all took {meta['run_all_seconds']:.1f} s: the runs {len(table)} x (training "
+                      f"{table.train_seconds.sum():.1f} s in all, around it {table.around_seconds.sum():.1f} s in all), "
+                      f"the robustness step {meta.get('robustness_seconds') or 0:.1f} s, the comparison notebook "
+                      f"{meta['comparison_seconds']:.1f} s, and run-all's own work between the runs (the time-left "
+                      f"estimate's cost measurements, one per model) {meta['outside_the_runs_seconds']:.1f} s."]
+        parts.append("")
     return parts
 
 
