@@ -20,8 +20,10 @@ PAGE = Path(__file__).resolve().parent / "models.md"
 
 
 def _recipe(config) -> str:
-    return f"{config.epochs} epochs, batch {config.batch_size}, {config.optimizer}, {describe_schedule(config)}" + (
-        f", {config.precision}" if config.precision != "float32" else "")
+    return (f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}, batch {config.batch_size}, {config.optimizer}, "
+            f"{describe_schedule(config)}"
+            + (f", label smoothing {config.label_smoothing:g}" if config.label_smoothing else "")
+            + (f", {config.precision}" if config.precision != "float32" else ""))
 
 
 def render() -> str:
