@@ -84,6 +84,26 @@ def execute_notebook(name: str, output: Path, parameters: dict, log_output: bool
     return output
 
 
+def warm(dataset: str) -> None:
+    """What a run's kernel does as it starts (Kernels.WARM), before any run needs it: import
+    what train_model.ipynb imports (TensorFlow and Keras with it), read `dataset` into
+    mnistlab.data's cache, and draw one small figure (matplotlib's fonts and renderer load once).
+    An error here (a missing data file) goes to the kernel's log; the run's notebook then meets
+    it and says it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from mnistlab import callbacks, compare, config, live, results, train  # noqa: F401
+    from mnistlab.data import load_dataset
+
+    load_dataset(dataset)
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.set_title("0")
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+
+
 class Kernels:
     """One Jupyter kernel kept alive across the training notebooks this process executes, so that
     a run does not pay again for a kernel's start and TensorFlow's import (about 10 s on 2 cores).
@@ -103,12 +123,8 @@ class Kernels:
     RESET = ("%reset -f\nimport gc as _gc, keras as _keras\n_keras.backend.clear_session(free_memory=False)\n"
              "_gc.collect()\n_gc.freeze()\ndel _gc, _keras")
 
-    # What a run does first, done by every kernel as it starts (IPython's exec_lines: before the
-    # kernel answers any request): the modules train_model.ipynb imports (TensorFlow and Keras
-    # with them), and the dataset of the config it starts for read into mnistlab.data's cache.
-    # An error there (a missing data file) goes to the kernel's log; the notebook then meets it.
-    WARM = ("import mnistlab.callbacks, mnistlab.compare, mnistlab.config, mnistlab.data, mnistlab.live, "
-            "mnistlab.results, mnistlab.train", "mnistlab.data.load_dataset({dataset!r})")
+    # Done by every kernel as it starts (IPython's exec_lines: before it answers any request).
+    WARM = ("import mnistlab.task", "mnistlab.task.warm({dataset!r})")
     READY_SECONDS = 300  # a kernel's start and WARM, on a loaded machine
 
     def __init__(self):
