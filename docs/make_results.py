@@ -274,7 +274,7 @@ def _ensemble_and_timing(name: str) -> list[str]:
                   f"(largest {later.around_seconds.max():.2f} s); the first run {table.around_seconds.iloc[0]:.2f} s."]
         meta = json.loads((DATA / f"{name}.json").read_text())
         if "outside_the_runs_seconds" in meta:
-            parts += ["", f"The whole run-all took {meta['run_all_seconds']:.1f} s: the runs {len(table)} x (training "
+            parts += ["", f"The whole run-all took {meta['run_all_seconds']:.1f} s: its {len(table)} runs (training "
                       f"{table.train_seconds.sum():.1f} s in all, around it {table.around_seconds.sum():.1f} s in all), "
                       f"the robustness step {meta.get('robustness_seconds') or 0:.1f} s, the comparison notebook "
                       f"{meta['comparison_seconds']:.1f} s, and run-all's own work between the runs (the time-left "
