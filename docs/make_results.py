@@ -272,7 +272,8 @@ def _ensemble_and_timing(name: str) -> list[str]:
         later = table.iloc[1:] if len(table) > 1 else table
         parts += ["", f"Around the training: {later.around_seconds.mean():.2f} s per run on average after the first "
                   f"(largest {later.around_seconds.max():.2f} s); the first run {table.around_seconds.iloc[0]:.2f} s."]
-        meta = json.loads((DATA / f"{name}.json").read_text())
+        meta_path = DATA / f"{name}.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         if "outside_the_runs_seconds" in meta:
             parts += ["", f"The whole run-all took {meta['run_all_seconds']:.1f} s: its {len(table)} runs (training "
                       f"{table.train_seconds.sum():.1f} s in all, around it {table.around_seconds.sum():.1f} s in all), "

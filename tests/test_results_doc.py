@@ -48,3 +48,9 @@ def test_a_suites_ensemble_and_time_around_its_runs(tmp_path, monkeypatch):
     assert "| bn_cnn-x | 0.9943 | 40 | 8 | 2e-06 |" in text
     assert "| `mlp` seed 0 | 5.6 | 3.20 | 0.10 | 0.90 | 0.60 |" in text
     assert "3.50 s per run on average after the first (largest 3.80 s); the first run 11.10 s" in text
+    assert "The whole run-all" not in text  # an older suite: run_all_timing.json had no such seconds
+    (tmp_path / "best.json").write_text(json.dumps({"run_all_seconds": 80.0, "robustness_seconds": 9.0,
+                                                    "comparison_seconds": 12.0, "outside_the_runs_seconds": 5.0}))
+    text = "\n".join(make_results._ensemble_and_timing("best"))
+    assert ("The whole run-all took 80.0 s: its 3 runs (training 26.9 s in all, around it 18.1 s in all), the "
+            "robustness step 9.0 s, the comparison notebook 12.0 s, and run-all's own work between the runs") in text
