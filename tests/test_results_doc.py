@@ -54,3 +54,12 @@ def test_a_suites_ensemble_and_time_around_its_runs(tmp_path, monkeypatch):
     text = "\n".join(make_results._ensemble_and_timing("best"))
     assert ("The whole run-all took 80.0 s: its 3 runs (training 26.9 s in all, around it 18.1 s in all), the "
             "robustness step 9.0 s, the comparison notebook 12.0 s, and run-all's own work between the runs") in text
+
+
+def test_a_suite_table_shows_the_validation_accuracy_recipes_are_chosen_on():
+    runs = pd.DataFrame({"model": ["bn_cnn", "bn_cnn", "pool_cnn"], "variant": ["bn_cnn", "bn_cnn", "pool_cnn"],
+                         "seed": [0, 1, 0], "test_accuracy": [0.9947, 0.9937, 0.9913],
+                         "val_accuracy": [0.9928, 0.9916, float("nan")], "train_seconds": [100.0, 120.0, 30.0]})
+    table = make_results._suite_table(runs)
+    assert "| `bn_cnn` | 2 | 0.9947, 0.9937 | 0.9942 ± 0.0007 | 0.994 | yes | 0.9922 | 110.0 |" in table
+    assert "| `pool_cnn` | 1 | 0.9913 | 0.9913 | - | - | - | 30.0 |" in table  # no validation split held out
