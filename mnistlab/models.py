@@ -472,6 +472,14 @@ def robust_augmentation_layers(input_shape) -> list[layers.Layer]:
     ]
 
 
+def elastic_layers(input_shape, probability: float) -> list[layers.Layer]:
+    """Simard, Steinkraus and Platt's elastic deformation at their MNIST setting (alpha 34, sigma 4
+    pixels; RandomElasticDeformation) for a share `probability` of the training images, identity
+    at inference. (batch, *input_shape) -> the same."""
+    return [layers.Reshape((*input_shape, 1)), RandomElasticDeformation(alpha=34.0, sigma=4.0, probability=probability),
+            layers.Reshape(input_shape)]
+
+
 def shift_layers(input_shape, pixels: int) -> list[layers.Layer]:
     """Random translations by whole pixels, each of -`pixels`..`pixels` equally likely along each
     axis, the space left filled with zeros: Keras' RandomTranslation with nearest-pixel sampling
@@ -489,10 +497,12 @@ def shift_layers(input_shape, pixels: int) -> list[layers.Layer]:
 
 
 def build_model(name: str, input_shape=(28, 28), num_classes: int = 10, normalize: bool = True,
-                augment: bool = False, shift_pixels: int = 0, robust_augment: bool = False, **hparams) -> keras.Model:
+                augment: bool = False, shift_pixels: int = 0, robust_augment: bool = False,
+                elastic_augment: float = 0.0, **hparams) -> keras.Model:
     """Build the registered model `name` (uncompiled) behind its preprocessing: `Rescaling(1/255)`
     (none for `normalize=False`), then, with `augment`, `augmentation_layers`, with
-    `shift_pixels` > 0, `shift_layers`, and with `robust_augment`, `robust_augmentation_layers`.
+    `shift_pixels` > 0, `shift_layers`, with `robust_augment`, `robust_augmentation_layers`, and
+    with `elastic_augment` > 0, `elastic_layers` for that share of the images.
     `hparams` go to the builder.
 
     Input: (batch, *input_shape) raw pixels in [0, 255], uint8 or float32 (cast on entry).
@@ -510,6 +520,8 @@ def build_model(name: str, input_shape=(28, 28), num_classes: int = 10, normaliz
         preprocessing += shift_layers(input_shape, shift_pixels)
     if robust_augment:
         preprocessing += robust_augmentation_layers(input_shape)
+    if elastic_augment:
+        preprocessing += elastic_layers(input_shape, elastic_augment)
     # Only a Sequential survives being taken apart; any other model stays whole, as one layer.
     body_layers = body.layers if type(body) is keras.Sequential else [body]
     return keras.Sequential([keras.Input(shape=input_shape, name="pixels"), *preprocessing, *body_layers],

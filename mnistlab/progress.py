@@ -57,7 +57,7 @@ def training_seconds_per_image(config: TrainConfig, steps: int = 32) -> float:
 
     precision = resolve(config)["precision"]
     key = (config.model, precision, config.batch_size, config.augment, config.shift_pixels, config.robust_augment,
-           tuple(sorted(builder_kwargs(config, get_entry(config.model)).items())), config.models_from)
+           config.elastic_augment, tuple(sorted(builder_kwargs(config, get_entry(config.model)).items())), config.models_from)
     if key not in _SECONDS_PER_IMAGE:
         from mnistlab.train import build, compile_model
 

@@ -72,7 +72,8 @@ def build(config: TrainConfig, precision: str, input_shape=(28, 28), num_classes
     with (strategy or tf.distribute.get_strategy()).scope(), dtype_policy(precision):
         model = build_model(config.model, input_shape=input_shape, num_classes=num_classes,
                             normalize=config.normalize, augment=config.augment,
-                            shift_pixels=config.shift_pixels, robust_augment=config.robust_augment, **hparams)
+                            shift_pixels=config.shift_pixels, robust_augment=config.robust_augment,
+                            elastic_augment=config.elastic_augment, **hparams)
         return add_weight_regularization(model, l1=config.l1, l2=config.l2)
 
 

@@ -93,6 +93,7 @@ def test_unknown_key_is_named():
     ({"label_smoothing": -0.1}, "label_smoothing must be in [0, 1)"),
     ({"ae_noise_stddev": -1}, "ae_noise_stddev must be a non-negative number"),
     ({"shift_pixels": -1}, "shift_pixels must be 0 (off) or up to 13 pixels, got -1"),
+    ({"elastic_augment": 1.5}, "elastic_augment must be a share of the training images in [0, 1] (0: off), got 1.5"),
     ({"shift_pixels": 14}, "shift_pixels must be 0 (off) or up to 13 pixels, got 14"),
     # slp has no BatchNorm: a momentum for it would be recorded but change nothing.
     ({"batch_norm_momentum": 0.9}, "batch_norm_momentum applies only to the models whose builder takes it"),
@@ -141,7 +142,7 @@ def test_every_result_setting_changes_the_hash():
     changed = {"recipe": "article", "dataset": "fashion_mnist", "epochs": 4, "batch_size": 64,
                "learning_rate": 0.01, "lr_schedule": "constant", "lr_decay": 0.5, "lr_warmup_fraction": 0.2,
                "label_smoothing": 0.1, "optimizer": "adadelta", "seed": 1, "validation_size": 100, "limit": 1000, "l1": 0.1, "l2": 0.1,
-               "early_stopping_patience": 1, "normalize": False, "augment": True, "robust_augment": True, "shift_pixels": 1, "ae_epochs": 2,
+               "early_stopping_patience": 1, "normalize": False, "augment": True, "robust_augment": True, "elastic_augment": 0.5, "shift_pixels": 1, "ae_epochs": 2,
                "ae_learning_rate": 0.5, "ae_noise_stddev": 0.1, "strategy": "mirrored", "deterministic": True,
                "batch_norm_momentum": 0.5, "model": "cnn_linear"}
     for key, value in changed.items():

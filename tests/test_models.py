@@ -216,6 +216,23 @@ def test_robust_augmentation_only_in_training_and_not_in_model_keras(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model(x, training=False).numpy(), atol=1e-6)
 
 
+def test_elastic_augment_deforms_that_share_of_training_images_only():
+    from mnistlab.models import RandomElasticDeformation
+
+    keras.utils.set_random_seed(5)
+    x = np.zeros((64, 28, 28), dtype=np.float32)
+    x[:, 6:22, 12:16] = 255
+    for share, low, high in ((1.0, 64, 64), (0.5, 16, 48)):
+        model = build_model("slp", elastic_augment=share)
+        [layer] = [layer for layer in model.layers if isinstance(layer, RandomElasticDeformation)]
+        assert (layer.alpha, layer.sigma, layer.probability) == (34.0, 4.0, share)
+        front = keras.Sequential(model.layers[:model.layers.index(layer) + 2])  # rescale ... reshape back
+        moved = np.abs(front(x, training=True).numpy() - x / 255).max(axis=(1, 2)) > 0.05
+        assert low <= moved.sum() <= high, (share, moved.sum())
+        np.testing.assert_array_equal(front(x, training=False).numpy(), x / 255)
+    assert not any(isinstance(layer, RandomElasticDeformation) for layer in build_model("slp").layers)
+
+
 def test_robust_cnn_standardises_each_image():
     # A grey background and fainter ink (a photographed digit) reach the convolutions as the clean digit.
     model = build_model("robust_cnn")
