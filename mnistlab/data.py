@@ -145,8 +145,8 @@ def parse_idx(raw: bytes, expected_magic: int, name: str = "<bytes>") -> np.ndar
 
     Returns an array of the header's shape, uint8: (N, rows, cols) for images (magic 2051),
     (N,) for labels (magic 2049). Raises DataError naming `name` for a wrong magic number, a
-    header or body shorter or longer than the header says. The size is checked against the
-    header *before* any array is built, so a header claiming 10**9 images allocates nothing.
+    header or body shorter or longer than the header says, or a shape numpy cannot hold (one
+    dimension 0, the others huge). The size is checked against the header *before* any array is built, so a header claiming 10**9 images allocates nothing.
     """
     if len(raw) < 4:
         raise DataError(f"{name}: {len(raw)} bytes, too short for an IDX header (empty or truncated file)")
@@ -169,7 +169,10 @@ def parse_idx(raw: bytes, expected_magic: int, name: str = "<bytes>") -> np.ndar
             f"{name}: {problem}: header says shape {shape} ({expected} bytes in all), "
             f"file holds {len(raw)} bytes. {FIX_HINT}"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(shape).copy()
+    try:
+        return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(shape).copy()
+    except ValueError as e:  # e.g. (0, 3e9, 3e9): no bytes, but numpy refuses the shape itself
+        raise DataError(f"{name}: header shape {shape} is not an array numpy can hold ({e}). {FIX_HINT}") from None
 
 
 def find_idx_file(folder: Path, stem: str) -> Path:
