@@ -146,7 +146,8 @@ def parse_idx(raw: bytes, expected_magic: int, name: str = "<bytes>") -> np.ndar
     Returns an array of the header's shape, uint8: (N, rows, cols) for images (magic 2051),
     (N,) for labels (magic 2049). Raises DataError naming `name` for a wrong magic number, a
     header or body shorter or longer than the header says, or a shape numpy cannot hold (one
-    dimension 0, the others huge). The size is checked against the header *before* any array is built, so a header claiming 10**9 images allocates nothing.
+    dimension 0, the others huge). The size is checked against the header *before* any array is
+    built, so a header claiming 10**9 images allocates nothing.
     """
     if len(raw) < 4:
         raise DataError(f"{name}: {len(raw)} bytes, too short for an IDX header (empty or truncated file)")
