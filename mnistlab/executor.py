@@ -161,6 +161,14 @@ class Executor:
             raise RuntimeError("no Dask worker can run mnistlab's tasks: see the lines above")
         return self
 
+    def execute_notebook(self, name: str, output: Path, parameters: dict) -> Path:
+        """Execute a notebook that follows the tasks (mnistlab.task.execute_notebook), such as a
+        comparison or a report: in this process's kernel of the runs, where one is alive (run one
+        at a time), else in a new kernel."""
+        from mnistlab.task import KERNELS, execute_notebook
+
+        return execute_notebook(name, output, parameters=parameters, kernel=KERNELS.reuse())
+
     def __exit__(self, *exc):
         from mnistlab.task import KERNELS
 

@@ -94,9 +94,9 @@ def minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-# What follows a plan's runs, measured on the core six (1 seed, 2 cores): the comparison notebook
-# (its kernel's start included) about 15 s.
-COMPARISON_SECONDS = 15.0
+# What follows a plan's runs, measured on the core six (1 seed, 2 cores): the comparison notebook,
+# in the runs' kernel (mnistlab.task.Kernels.reuse), about 8 s (15 s in a kernel of its own).
+COMPARISON_SECONDS = 8.0
 
 
 class TimeLeft:

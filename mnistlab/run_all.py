@@ -15,7 +15,7 @@ from mnistlab.machine import available_cores
 from mnistlab.progress import Progress, TimeLeft, planned_cost
 from mnistlab.registry import FIX_MODELS_FROM, expand_model_names, get_entry, load_models_from
 from mnistlab.runs import check_writable, new_run_name, resolve_runs_dir, write_json
-from mnistlab.task import KERNELS, Task, check_kernel, execute_notebook, export_locations, run_log
+from mnistlab.task import KERNELS, Task, check_kernel, export_locations, run_log
 
 # Images of each corruption run-all evaluates the runs on: the first 4,000 of 10,000 keep the
 # robustness evaluation within 15% of a one-seed run-all of the core six (docs/results.md);
@@ -178,31 +178,31 @@ def run_all(models: list[str] | str | None = None, seeds: int = 1, runs_dir: str
     with Executor(runs_dir, workers, scheduler, log_output, dataset=plan[0].dataset, verbose=verbose,
                   force=force, models_from=sources) as executor:
         finished = run_tasks(executor, tasks, progress)
-    outcomes = [outcome for _, outcome in finished]
-    # Per run trained: its wall seconds (from the task's start to its folder's last file) and its
-    # training seconds; the difference is the time around the run (kernel, data, evaluation, files).
-    # Where the time around goes: the run's own stages (its timing.json: checks and data, build,
-    # evaluation, figures, saving, TensorBoard) and what is outside them (the notebook's other
-    # cells, papermill, the kernel's reset or start).
-    per_run = [{"run": task.run_name, "model": task.config.model, "seed": task.config.seed,
-                "wall_seconds": round(o.seconds, 2), "train_seconds": o.metrics["train_seconds"],
-                "around_seconds": round(o.seconds - o.metrics["train_seconds"], 2),
-                **around_the_training(runs_dir, o)}
-               for task, o in finished if o.state == "trained" and o.metrics]
-    failures = [o.detail for o in outcomes if o.state in ("failed", "locked")
-                or (o.state == "trained" and o.status != "completed")]
-    robustness_seconds = evaluate_corruptions(runs_dir, plan[0].dataset, images=corruption_images) if corruptions else None
-    output = runs_dir / "compare_runs.ipynb"
-    comparison, comparison_start = None, time.perf_counter()
-    try:
-        with run_log(runs_dir / "compare_runs.log", echo=False, echo_all=verbose):
-            execute_notebook("compare_runs.ipynb", output, parameters={"runs_dir": str(runs_dir),
-                                                                       "dataset": plan[0].dataset,
-                                                                       "interactive": False})
-    except Exception as e:  # noqa: BLE001 -- papermill's error names the failing cell
-        lines = str(e).strip().splitlines()
-        comparison = f"compare_runs.ipynb failed: {lines[-1] if lines else type(e).__name__} (log: {runs_dir / 'compare_runs.log'})"
-    comparison_seconds = time.perf_counter() - comparison_start
+        outcomes = [outcome for _, outcome in finished]
+        # Per run trained: its wall seconds (from the task's start to its folder's last file) and its
+        # training seconds; the difference is the time around the run (kernel, data, evaluation, files).
+        # Where the time around goes: the run's own stages (its timing.json: checks and data, build,
+        # evaluation, figures, saving, TensorBoard) and what is outside them (the notebook's other
+        # cells, papermill, the kernel's reset or start).
+        per_run = [{"run": task.run_name, "model": task.config.model, "seed": task.config.seed,
+                    "wall_seconds": round(o.seconds, 2), "train_seconds": o.metrics["train_seconds"],
+                    "around_seconds": round(o.seconds - o.metrics["train_seconds"], 2),
+                    **around_the_training(runs_dir, o)}
+                   for task, o in finished if o.state == "trained" and o.metrics]
+        failures = [o.detail for o in outcomes if o.state in ("failed", "locked")
+                    or (o.state == "trained" and o.status != "completed")]
+        robustness_seconds = evaluate_corruptions(runs_dir, plan[0].dataset, images=corruption_images) if corruptions else None
+        output = runs_dir / "compare_runs.ipynb"
+        comparison, comparison_start = None, time.perf_counter()
+        try:
+            with run_log(runs_dir / "compare_runs.log", echo=False, echo_all=verbose):
+                # In the runs' kernel where one is alive here: its imports are done.
+                executor.execute_notebook("compare_runs.ipynb", output, parameters={
+                    "runs_dir": str(runs_dir), "dataset": plan[0].dataset, "interactive": False})
+        except Exception as e:  # noqa: BLE001 -- papermill's error names the failing cell
+            lines = str(e).strip().splitlines()
+            comparison = f"compare_runs.ipynb failed: {lines[-1] if lines else type(e).__name__} (log: {runs_dir / 'compare_runs.log'})"
+        comparison_seconds = time.perf_counter() - comparison_start
     if log_output and comparison is None:
         from mnistlab.compare import Comparison
         from mnistlab.summary import print_comparison

@@ -21,7 +21,7 @@ from mnistlab.progress import Progress, TimeLeft, planned_cost
 from mnistlab.results import run_status
 from mnistlab.runs import check_writable, new_run_name, read_json, resolve_runs_dir, write_json
 from mnistlab.sweep_report import print_settings, sweep_table, write_figures
-from mnistlab.task import Outcome, Task, check_kernel, execute_notebook, run_log
+from mnistlab.task import Outcome, Task, check_kernel, run_log
 
 SWEEPS_DIR = "sweeps"
 NOT_SWEPT = ("model", "seed", "verbose", "recipe", *NOT_RESULT)
@@ -157,11 +157,12 @@ def run_sweep(model: str, grid: list[str] = (), search: list[str] = (), trials: 
                       remaining=lambda: [t for t in tasks if t.run_name not in done] + [tasks[0]] * trial_tasks.left())
         else:
             run_tasks(executor, tasks, progress)
-    table = sweep_table(folder, keys)
-    table.to_csv(folder / "sweep.csv", index=False)
-    write_figures(table, keys, folder)
-    with run_log(folder / "sweep_report.log", echo=False):
-        execute_notebook("sweep_report.ipynb", folder / "sweep_report.ipynb", parameters={"sweep_dir": str(folder)})
+        table = sweep_table(folder, keys)
+        table.to_csv(folder / "sweep.csv", index=False)
+        write_figures(table, keys, folder)
+        with run_log(folder / "sweep_report.log", echo=False):  # in the runs' kernel, where one is alive here
+            executor.execute_notebook("sweep_report.ipynb", folder / "sweep_report.ipynb",
+                                      parameters={"sweep_dir": str(folder)})
     if log_output:
         print_settings(table, where=f"table {folder / 'sweep.csv'}, report {folder / 'sweep_report.ipynb'}")
     return folder

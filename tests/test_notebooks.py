@@ -200,5 +200,10 @@ def test_runs_share_a_kernel_with_an_empty_namespace(monkeypatch):
         assert "not defined" in run(second, "print(left_behind)")
         third = kernels.for_config(make_config("slp", threads=1))  # threads are fixed once a process starts them
         assert run(third, "import os\nprint(os.getpid())").strip() != pid
+        # A notebook after the runs (run-all's comparison) takes the live kernel, its namespace emptied.
+        run(third, "left_behind = 42")
+        assert kernels.reuse() is third and "not defined" in run(third, "print(left_behind)")
+        kernels.shutdown()
+        assert kernels.reuse() is None  # none alive: the notebook starts its own
     finally:
         kernels.shutdown()
