@@ -137,8 +137,11 @@ class Executor:
         from dask.distributed import Client, LocalCluster
 
         files = model_files(self.models_from)
+        # No dashboard, and the scheduler's own HTTP server (which it starts even so) on a free port rather
+        # than 8787: no "Port 8787 is already in use" warning beside another cluster or a second run-all.
         self._cluster = None if self.scheduler else LocalCluster(
-            n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": ":0"})
         self._client = Client(self.scheduler or self._cluster, timeout="30s")
         shipped = {s: f for s, f in files.items() if "content" in f}
         if shipped:
