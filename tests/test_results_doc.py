@@ -46,6 +46,11 @@ def test_a_suites_ensemble_and_time_around_its_runs(tmp_path, monkeypatch):
     text = "\n".join(make_results._ensemble_and_timing("best"))
     assert "**0.9975** (95% CI 0.9963-0.9984, Clopper-Pearson over its 10,000 test images; members 0.9968, 0.9971)" in text
     assert "| bn_cnn-x | 0.9943 | 40 | 8 | 2e-06 |" in text
+    # The verdict against make best's targets: the members' mean (0.99695) is short, not rounded up to 0.9970.
+    assert "mean over its 2 seeds, 0.9970, **short** of 0.9970 by 0.00005" in text
+    assert "the ensemble of 2, 0.9975, **short** of 0.9976 by 0.0001" in text
+    assert make_results._best_verdict({"run_accuracies": [0.9970, 0.9972, 0.9971], "ensemble_accuracy": 0.9976}).count(
+        "**meets**") == 2
     assert "| `mlp` seed 0 | 5.6 | 3.20 | 0.10 | 0.90 | 0.60 |" in text
     assert "3.50 s per run on average after the first (largest 3.80 s); the first run 11.10 s" in text
     assert "The whole run-all" not in text  # an older suite: run_all_timing.json had no such seconds
