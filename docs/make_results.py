@@ -27,15 +27,15 @@ BENCH = DOCS.parent / "bench"
 # Per suite, the McNemar verdicts between variants of one model (from the runs folder's pairwise.csv).
 PAIRS = DATA / "pairs"
 COLUMNS = ["model", "variant", "seed", "test_accuracy", "val_accuracy", "train_seconds", "epochs_run", "run"]
-# The suites docs/accuracy.png shows (results.md lists every suite), each with the ending its
-# variants must have ("" keeps all): the newest three-seed suite of the default recipes, the
-# articles' own recipes, and the speedrun's two settings. Update it when a new suite replaces one
-# of these.
 # make best's accuracy targets (issue #30): a single model's mean test accuracy over its seeds
 # (three or more), and an ensemble of at most five members, beyond Chris Deotte's 15-CNN ensemble
 # mean of 0.99745 (cdeotte/MNIST-CNN-99.75) with a third of its members. Every suite with an
 # ensemble (make best's) states its verdict against them.
 BEST_TARGETS = {"single": 0.9970, "ensemble": 0.9976, "members": 5}
+# The suites docs/accuracy.png shows (results.md lists every suite), each with the ending its
+# variants must have ("" keeps all): the newest three-seed suite of the default recipes, the
+# articles' own recipes, and the speedrun's two settings. Update it when a new suite replaces one
+# of these.
 FIGURE_SUITES = {"core-3-seeds-bn-momentum": "", "recipes-mnistlab-and-article-3-seeds": "[recipe=article]",
                  "speedrun-3-seeds-onednn": "", "speedrun-995-3-seeds": ""}
 
